@@ -1,0 +1,60 @@
+"""Named errors for bad input.
+
+Every error that comes from a file names the file and the reason, so a
+failing partition in the Dagster UI (or a traceback in a notebook) says at
+once what to fix.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class AstridError(Exception):
+    """Base class of every error raised on purpose by the pipeline."""
+
+
+class ConfigError(AstridError, ValueError):
+    """A configuration value is missing, out of range or inconsistent."""
+
+
+class InputFileError(AstridError, ValueError):
+    """A file cannot be used; the message names the file and the reason."""
+
+    def __init__(self, path: str | os.PathLike | None, reason: str):
+        self.path = None if path is None else os.fspath(path)
+        self.reason = reason
+        where = self.path if self.path is not None else "<in-memory data>"
+        super().__init__(f"{where}: {reason}")
+
+
+class NotFITSError(InputFileError):
+    """The file is not FITS at all (no SIMPLE card, an HTML page, ...)."""
+
+
+class TruncatedFileError(InputFileError):
+    """The file ends before the data its header announces."""
+
+
+class NoCelestialWCSError(InputFileError):
+    """The header has no usable celestial WCS."""
+
+
+class BadShapeError(InputFileError):
+    """The data have the wrong number of dimensions or the wrong shape."""
+
+
+class EmptyDataError(InputFileError):
+    """The data are all NaN/Inf, or have no valid pixel at all."""
+
+
+class BadHeaderError(InputFileError):
+    """A header keyword the pipeline needs is missing or invalid (e.g. EXPTIME <= 0)."""
+
+
+class NoOverlapError(InputFileError):
+    """Two images do not share any sky area."""
+
+
+class PSFEstimationError(InputFileError):
+    """Too few usable stars to measure a PSF."""

@@ -1,0 +1,123 @@
+"""HDF5 datasets written atomically, chunked for how they are read.
+
+Units and provenance go into attributes. Large arrays are written block by
+block through :func:`open_atomic_hdf5`, so memory stays bounded by a block.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import os
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import numpy as np
+
+from astrid_pipeline.io.atomic import atomic_path
+
+
+def _attr_value(v):
+    if isinstance(v, (dict, list, tuple)) and not isinstance(v, np.ndarray):
+        import json
+
+        return json.dumps(v, default=str)
+    if v is None:
+        return "None"
+    return v
+
+
+def set_attrs(obj, attrs: Mapping) -> None:
+    for k, v in attrs.items():
+        obj.attrs[k] = _attr_value(v)
+
+
+def provenance_attrs(step: str, extra: Mapping | None = None) -> dict:
+    from astrid_pipeline import __version__
+
+    out = {
+        "origin": "astrid-pipeline",
+        "astrid_version": __version__,
+        "step": step,
+        "date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    out.update(extra or {})
+    return out
+
+
+@contextlib.contextmanager
+def open_atomic_hdf5(path: str | os.PathLike, step: str = "", attrs: Mapping | None = None) -> Iterator["h5py.File"]:  # noqa: F821
+    """Open a new HDF5 file under a temporary name; it is renamed into place on success."""
+    import h5py
+
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            set_attrs(f, provenance_attrs(step, attrs))
+            yield f
+
+
+def write_dataset(
+    f,
+    name: str,
+    data: np.ndarray,
+    *,
+    chunks=True,
+    unit: str | None = None,
+    description: str | None = None,
+    compression: str | None = "gzip",
+    attrs: Mapping | None = None,
+):
+    """Create one dataset in an open file with unit/description attributes."""
+    arr = np.asarray(data)
+    kwargs = {}
+    if arr.ndim > 0 and arr.size > 0:
+        kwargs["chunks"] = chunks
+        if compression:
+            kwargs["compression"] = compression
+            if compression == "gzip":
+                kwargs["compression_opts"] = 4
+            kwargs["shuffle"] = True
+    if arr.dtype.kind in "UO":
+        import h5py
+
+        arr = np.asarray([str(x) for x in arr.ravel()], dtype=object).reshape(arr.shape)
+        ds = f.create_dataset(name, data=arr, dtype=h5py.string_dtype())
+    else:
+        ds = f.create_dataset(name, data=arr, **kwargs)
+    if unit is not None:
+        ds.attrs["unit"] = unit
+    if description is not None:
+        ds.attrs["description"] = description
+    set_attrs(ds, attrs or {})
+    return ds
+
+
+def write_table_group(f, name: str, table: Mapping[str, np.ndarray], units: Mapping[str, str] | None = None):
+    """Store a table as a group with one 1-D dataset per column (pandas-friendly)."""
+    g = f.create_group(name)
+    for col, values in table.items():
+        write_dataset(g, col, np.asarray(values), unit=(units or {}).get(col), compression=None, chunks=None)
+    g.attrs["columns"] = list(table.keys())
+    return g
+
+
+def read_table_group(path_or_file, name: str):
+    """Read a group written by :func:`write_table_group` into a DataFrame."""
+    import h5py
+    import pandas as pd
+
+    def _read(f):
+        g = f[name]
+        cols = [c.decode() if isinstance(c, bytes) else str(c) for c in g.attrs.get("columns", list(g.keys()))]
+        data = {}
+        for c in cols:
+            v = g[c][()]
+            if v.dtype.kind == "O":
+                v = np.array([x.decode() if isinstance(x, bytes) else x for x in v], dtype=object)
+            data[c] = v
+        return pd.DataFrame(data)
+
+    if isinstance(path_or_file, (str, os.PathLike, Path)):
+        with h5py.File(path_or_file, "r") as f:
+            return _read(f)
+    return _read(path_or_file)

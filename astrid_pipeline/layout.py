@@ -1,0 +1,86 @@
+"""Where every product lives under the data root.
+
+One place for paths, so assets, tests, notebooks and the CLI agree. The data
+root is ``$ASTRID_DATA_ROOT`` when set, else ``data/`` in the project
+checkout (or in the current directory for an installed package).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+_SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+\-]*$")
+
+
+def default_data_root() -> Path:
+    env = os.environ.get("ASTRID_DATA_ROOT")
+    if env:
+        return Path(env).expanduser().resolve()
+    project = Path(__file__).resolve().parents[1]
+    if (project / "pyproject.toml").exists():
+        return project / "data"
+    return Path.cwd() / "data"
+
+
+def safe_key(key: str) -> str:
+    """Reject partition keys that could escape the data root (``../x``, ``a/b``)."""
+    if not isinstance(key, str) or not _SAFE_KEY.match(key) or ".." in key:
+        raise ValueError(
+            f"partition key {key!r} is not a safe name: use letters, digits and _ . + - "
+            "(no slashes, no '..')"
+        )
+    return key
+
+
+@dataclass(frozen=True)
+class DataLayout:
+    root: Path
+
+    @classmethod
+    def default(cls) -> "DataLayout":
+        return cls(default_data_root())
+
+    # --- sky branch -------------------------------------------------------
+    def raw_image(self, region: str, epoch: str) -> Path:
+        return self.root / "sky" / "raw" / safe_key(region) / f"{epoch}.fits"
+
+    def aligned_reference(self, region: str) -> Path:
+        return self.root / "sky" / "aligned" / safe_key(region) / "reference_aligned.fits"
+
+    def normalized_image(self, region: str, epoch: str) -> Path:
+        return self.root / "sky" / "normalized" / safe_key(region) / f"{epoch}.fits"
+
+    def psf_models(self, region: str) -> Path:
+        return self.root / "sky" / "psf" / safe_key(region) / "psf.fits"
+
+    def difference(self, region: str, method: str) -> Path:
+        return self.root / "sky" / "differences" / method / f"{safe_key(region)}.fits"
+
+    def triplets(self, region: str) -> Path:
+        return self.root / "sky" / "triplets" / f"{safe_key(region)}.h5"
+
+    def preview(self, region: str, name: str) -> Path:
+        return self.root / "sky" / "previews" / safe_key(region) / f"{name}.png"
+
+    # --- catalogs -----------------------------------------------------------
+    def catalog(self, table: str, partition: dict[str, str]) -> Path:
+        p = self.root / "catalogs" / table
+        for k, v in partition.items():
+            p = p / f"{k}={safe_key(v)}"
+        return p / "part-0.parquet"
+
+    def catalog_root(self, table: str) -> Path:
+        return self.root / "catalogs" / table
+
+    # --- detector branch, models ----------------------------------------------
+    def detector_dir(self, *parts: str) -> Path:
+        return self.root.joinpath("detector", *[safe_key(p) for p in parts])
+
+    def model_dir(self, name: str) -> Path:
+        return self.root / "models" / safe_key(name)
+
+    def dagster_home(self) -> Path:
+        return self.root / ".dagster"

@@ -1,0 +1,1 @@
+"""Dagster resources: one for each thing outside the process (archives, storage)."""

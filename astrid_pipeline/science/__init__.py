@@ -1,0 +1,1 @@
+"""Science code: numpy/astropy/torch algorithms. Nothing here imports Dagster."""
