@@ -1,0 +1,18 @@
+"""The one Definitions object of the AstrID pipeline (``dagster dev`` loads this module)."""
+
+from dagster import Definitions
+
+from astrid_pipeline.assets.sky import sky_assets
+from astrid_pipeline.jobs import sky_branch_job
+from astrid_pipeline.resources.archives import RegionCatalogResource, SkyArchiveResource
+from astrid_pipeline.resources.storage import StorageResource
+
+defs = Definitions(
+    assets=[*sky_assets],
+    jobs=[sky_branch_job],
+    resources={
+        "storage": StorageResource(),
+        "archive": SkyArchiveResource(),
+        "regions": RegionCatalogResource(),
+    },
+)
