@@ -61,7 +61,7 @@ def cmd_run(args) -> int:
     run_config = {"resources": {"archive": {"config": {"image_size": args.image_size, "seed": args.seed}}}}
     if args.catalog:
         run_config["resources"]["regions"] = {"config": {"path": args.catalog}}
-    job = defs.get_job_def("sky_branch_job")
+    job = defs.resolve_job_def("sky_branch_job")
     failed = []
     print(f"data root: {layout.root}\nDagster home: {os.environ['DAGSTER_HOME']}")
     for key in regions:

@@ -41,6 +41,22 @@ class AlignmentResult:
                     n_matched=self.n_matched, shift_x=self.shift_applied[0], shift_y=self.shift_applied[1])
 
 
+def overlap_fraction(wcs_a: WCS, shape_a: tuple[int, int], wcs_b: WCS, shape_b: tuple[int, int], n: int = 24) -> float:
+    """Fraction of image A's area that image B covers, from an n x n grid of sample points (cheap)."""
+    import warnings
+
+    ys, xs = np.meshgrid(np.linspace(0, shape_a[0] - 1, n), np.linspace(0, shape_a[1] - 1, n), indexing="ij")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sky = wcs_a.pixel_to_world(xs.ravel(), ys.ravel())
+        try:
+            bx, by = wcs_b.world_to_pixel(sky)
+        except Exception:  # a projection that cannot represent these positions at all
+            return 0.0
+    inside = np.isfinite(bx) & np.isfinite(by) & (bx > -0.5) & (bx < shape_b[1] - 0.5) & (by > -0.5) & (by < shape_b[0] - 0.5)
+    return float(inside.mean())
+
+
 def reproject_mask(mask: np.ndarray, wcs_in: WCS, wcs_out: WCS, shape_out: tuple[int, int]) -> np.ndarray:
     """A boolean map carried onto another grid: True wherever a True input pixel contributes."""
     from reproject import reproject_interp
@@ -105,12 +121,15 @@ def measure_offsets(
     """Median offset and rms (pixels) of stars matched between two background-subtracted images."""
     s = detect_sources(science, sci_rms, threshold=threshold, mask=mask)
     r = detect_sources(reference, ref_rms, threshold=threshold, mask=mask)
-    for cat in (s, r):
-        if len(cat):
-            keep = cat["flag"] == 0
-            if saturation is not None:
-                keep &= cat["peak"] < 0.7 * saturation
-            cat.drop(index=cat.index[~keep], inplace=True)
+    def clean(cat):
+        if len(cat) == 0:
+            return cat
+        keep = cat["flag"] == 0
+        if saturation is not None:
+            keep &= cat["peak"] < 0.7 * saturation
+        return cat[keep].copy()
+
+    s, r = clean(s), clean(r)
     if len(s) == 0 or len(r) == 0:
         return dict(dx=0.0, dy=0.0, rms=float("nan"), rms_x=float("nan"), rms_y=float("nan"), n=0)
     if len(s):
@@ -146,6 +165,7 @@ def align_to_grid(
     order: str = "bicubic",
     refine: bool = True,
     refine_min_offset: float = 0.05,
+    min_refine_stars: int = 10,
     saturation: float | None = None,
     path: str | None = None,
     ref_saturated: np.ndarray | None = None,
@@ -175,7 +195,7 @@ def align_to_grid(
     r_img = np.where(bad, 0.0, aligned - ref_bkg.level)
     off = measure_offsets(np.where(bad, 0.0, s_img), r_img, sci_bkg.global_rms, ref_bkg.global_rms, bad,
                           saturation=saturation)
-    if refine and off["n"] >= 5 and np.hypot(off["dx"], off["dy"]) > refine_min_offset:
+    if refine and off["n"] >= min_refine_stars and np.hypot(off["dx"], off["dy"]) > refine_min_offset:
         shift = (off["dy"], off["dx"])
         filled = np.where(invalid, np.nanmedian(aligned), aligned)
         shifted = ndimage.shift(filled, shift, order=3, mode="nearest")

@@ -44,13 +44,15 @@ class ExtractionConfig:
     edge_margin: int | None = None  # default: half the PSF stamp, at least 10
     dipole_radius_fwhm: float = 2.5
     dipole_ratio: float = 0.3
-    dipole_min_sigma: float = 3.0
+    dipole_min_sigma: float = 4.0
     bright_ratio: float = 0.05  # |change| / reference flux below this -> BRIGHT_STAR
     bright_min_snr: float = 50.0  # reference source must also be this significant
     saturation_radius_fwhm: float = 2.0
     bad_radius_fwhm: float = 1.5
     sharp_ratio: float = 0.5  # SHARP when the neighbour ratio is below this fraction of the PSF's
-    sharp_min_pixel_snr: float = 4.0  # ... and the peak pixel is this significant
+    sharp_min_pixel_snr: float = 6.0  # ... and the peak pixel is this significant
+    sharp_faint_ratio: float = 0.2  # fainter peaks must be much sharper still:
+    sharp_faint_pixel_snr: float = 3.0  # ratio below 0.2 x the PSF's with the peak pixel at >= 3 sigma
 
 
 def _stamp(img, x, y, half):
@@ -227,7 +229,8 @@ def extract_candidates(
             if sub.shape == (3, 3) and np.isfinite(sub).all():
                 nratio = neighbour_ratio(sub)
                 pix_snr = sub[1, 1] / max(sharpness_noise or 1.0, 1e-12)
-                if pix_snr >= cfg.sharp_min_pixel_snr and nratio < cfg.sharp_ratio * psf_ratio:
+                if (pix_snr >= cfg.sharp_min_pixel_snr and nratio < cfg.sharp_ratio * psf_ratio) or (
+                        pix_snr >= cfg.sharp_faint_pixel_snr and nratio < cfg.sharp_faint_ratio * psf_ratio):
                     flags |= CandidateFlag.SHARP
         fwhm_c = 2.3548 * np.sqrt((a**2 + b**2) / 2) if np.isfinite(a) else np.nan
         recs.append(dict(flux=fl, flux_err=fe, a=a, b=b, theta=theta, fwhm=fwhm_c,

@@ -369,17 +369,22 @@ def simulate_pair(ra: float, dec: float, region: str = "field", config: SurveyCo
     psf_n = moffat_stamp(fwhm_s, 63, cfg.moffat_beta)
     psf_r = moffat_stamp(fwhm_r, 63, cfg.moffat_beta)
 
-    def local_var(model, x, y, sig, gain):
+    def local_var(model, x, y, sig, gain, size):
+        """Noise variance stamp (background + Poisson noise of the noise-free scene) around (x, y)."""
+        half = size // 2
         cx, cy = int(round(x)), int(round(y))
-        r = int(max(2, round(fwhm_s)))
-        box = model[max(0, cy - r): cy + r + 1, max(0, cx - r): cx + r + 1]
-        return sig**2 + max(float(box.mean()), 0.0) / gain
+        st = np.zeros((size, size))
+        y0, y1 = max(0, cy - half), min(ny, cy + half + 1)
+        x0, x1 = max(0, cx - half), min(nx, cx + half + 1)
+        st[y0 - (cy - half): y1 - (cy - half), x0 - (cx - half): x1 - (cx - half)] = model[y0:y1, x0:x1]
+        return sig**2 + np.clip(st, 0, None) / gain
 
-    def snr_of(stamp_n, stamp_r, x, y, extra_n=0.0):
-        vn = local_var(model_sci, x, y, sig_n, cfg.gain) + extra_n
-        vr = local_var(model_ref, x, y, sig_r, gain_r)
-        sr = None if stamp_r is None else stamp_r
-        return point_source_snr(stamp_n, psf_n, psf_r, vn, vr, 1.0, fs, signal_r=sr)
+    def snr_of(stamp_n, stamp_r, x, y):
+        size = (stamp_n if stamp_r is None else stamp_r).shape[0]
+        vn = local_var(model_sci, x, y, sig_n, cfg.gain, size)
+        # the reference in science units: variance ratio^2 * R_adu / gain = R_sci * ratio / gain
+        vr = local_var(model_ref, x, y, sig_r, gain_r, size)
+        return point_source_snr(stamp_n, psf_n, psf_r, vn, vr, 1.0, fs, signal_r=stamp_r)
 
     unit_snr_cache: dict = {}
 
@@ -537,7 +542,13 @@ def simulate_pair(ra: float, dec: float, region: str = "field", config: SurveyCo
 
     mask_s = np.zeros(cfg.shape, np.uint8)
     mask_s[sat_s | (sci >= cfg.saturation)] |= MASK_SATURATED
-    cols = rng.choice(np.arange(20, nx - 20), size=cfg.n_bad_columns, replace=False) if cfg.n_bad_columns else []
+    # bad columns away from the injected transients, so recovery measures the method, not bad luck
+    allowed = np.ones(nx, bool)
+    allowed[:20] = allowed[nx - 20:] = False
+    for row in rows:
+        allowed[max(0, int(row["x"]) - 12): int(row["x"]) + 13] = False
+    choices = np.nonzero(allowed)[0]
+    cols = rng.choice(choices, size=min(cfg.n_bad_columns, choices.size), replace=False) if cfg.n_bad_columns else []
     for k, c in enumerate(cols):
         y0 = int(rng.integers(0, ny // 2)) if k % 2 else 0
         sci[y0:, c] = 0.0 if k % 3 == 2 else cfg.sky_science + 800.0 + rng.normal(0, 5, ny - y0)

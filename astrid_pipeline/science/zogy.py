@@ -257,12 +257,29 @@ def zogy_difference(
     )
 
 
+def source_variance(image: np.ndarray, psf: np.ndarray, gain: float, sigma: float, scale: float = 1.0) -> np.ndarray:
+    """Per-pixel variance: background sigma^2 plus the Poisson noise of the sources.
+
+    The source term uses the image smoothed by its PSF, not the raw image:
+    with the raw image, positive noise peaks would raise their own variance
+    and negative ones not, which makes the negative tail of S_corr heavier
+    than the positive one. ``scale`` converts counts of a rescaled image back
+    to the detector's (variance of ``scale * X`` is ``scale * (scale * X) / gain``).
+    """
+    img = np.nan_to_num(np.asarray(image, dtype=np.float32), nan=0.0)
+    w = _workers()
+    smooth = sfft.irfft2(sfft.rfft2(img, workers=w) * sfft.rfft2(embed_psf(psf, img.shape), workers=w),
+                         s=img.shape, workers=w)
+    np.clip(smooth, 0, None, out=smooth)
+    return (smooth * (scale / gain) + sigma**2).astype(np.float32)
+
+
 def point_source_snr(
     signal_n: np.ndarray,
     psf_n: np.ndarray,
     psf_r: np.ndarray,
-    var_n: float,
-    var_r: float,
+    var_n,
+    var_r,
     F_n: float = 1.0,
     F_r: float = 1.0,
     signal_r: np.ndarray | None = None,
@@ -271,27 +288,42 @@ def point_source_snr(
 
     ``signal_n`` is the change in the new image (in N's counts) on a stamp
     centred on the source; ``signal_r`` the change in the reference, if any.
-    ``var_n``/``var_r`` are the local per-pixel noise variances (background
-    plus Poisson noise of what is there). The value is the peak of
-    |S| / sqrt(V_S) that a perfect pipeline would measure: the physical limit
-    of detection for this change.
+    ``var_n``/``var_r`` are the per-pixel noise variances (background plus
+    Poisson noise of what is there): scalars, or stamps of the signal's shape
+    for sources on top of stars and galaxies. The value is the peak of
+    |S| / sqrt(V_S), with V_S = var_n (x) k_n^2 + var_r (x) k_r^2 as in
+    S_corr: what a perfect pipeline would measure, i.e. the physical limit of
+    detection for this change.
     """
-    # work on a padded grid so the kernels (broader than either PSF) do not wrap
     side = int(2 ** np.ceil(np.log2(2 * max(signal_n.shape + psf_n.shape + psf_r.shape))))
     shape = (side, side)
-    signal_n = _pad_centre(signal_n, shape)
-    if signal_r is not None:
-        signal_r = _pad_centre(signal_r, shape)
-    sn, sr = float(np.sqrt(var_n)), float(np.sqrt(var_r))
-    _, _, _, _, _, kn_hat, kr_hat, _ = zogy_kernels(psf_n, psf_r, shape, sn, sr, F_n, F_r, np.float64)
-    S_hat = kn_hat * sfft.rfft2(signal_n)
-    if signal_r is not None:
-        S_hat = S_hat - kr_hat * sfft.rfft2(signal_r)
+    sig_n = _pad_centre(signal_n, shape)
+    sig_r = None if signal_r is None else _pad_centre(signal_r, shape)
+
+    def var_image(v):
+        v = np.asarray(v, dtype=np.float64)
+        if v.ndim == 0:
+            return np.full(shape, float(v)), float(v)
+        edge = float(np.median(np.concatenate([v[0], v[-1], v[:, 0], v[:, -1]])))
+        out = np.full(shape, edge)
+        y0 = (shape[0] - v.shape[0]) // 2
+        x0 = (shape[1] - v.shape[1]) // 2
+        out[y0 : y0 + v.shape[0], x0 : x0 + v.shape[1]] = v
+        return out, edge
+
+    vn_img, vn_bkg = var_image(var_n)
+    vr_img, vr_bkg = var_image(var_r)
+    _, _, _, _, _, kn_hat, kr_hat, _ = zogy_kernels(psf_n, psf_r, shape, np.sqrt(vn_bkg), np.sqrt(vr_bkg),
+                                                   F_n, F_r, np.float64)
+    S_hat = kn_hat * sfft.rfft2(sig_n)
+    if sig_r is not None:
+        S_hat = S_hat - kr_hat * sfft.rfft2(sig_r)
     S = sfft.irfft2(S_hat, s=shape)
     kn = sfft.irfft2(kn_hat, s=shape)
     kr = sfft.irfft2(kr_hat, s=shape)
-    VS = var_n * float((kn * kn).sum()) + var_r * float((kr * kr).sum())
-    return float(np.max(np.abs(S)) / np.sqrt(VS))
+    VS = sfft.irfft2(sfft.rfft2(vn_img) * sfft.rfft2(kn * kn) + sfft.rfft2(vr_img) * sfft.rfft2(kr * kr), s=shape)
+    snr = np.abs(S) / np.sqrt(np.maximum(VS, 1e-30))
+    return float(snr.max())
 
 
 def _pad_centre(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -171,6 +171,13 @@ def acquire(layout: DataLayout, region: str, pair: ArchivePair) -> StepResult:
                 raise _relabel(exc, source) from exc
             info[epoch] = img
         sci, ref = info["science"], info["reference"]
+        from astrid_pipeline.errors import NoOverlapError
+        from astrid_pipeline.science.alignment import overlap_fraction
+
+        frac = overlap_fraction(sci.wcs, sci.shape, ref.wcs, ref.shape)
+        if frac == 0.0:
+            raise NoOverlapError(pair.reference_source,
+                                 f"does not overlap the science image {pair.science_source} on the sky")
         from astropy.wcs.utils import proj_plane_pixel_scales
 
         meta = {
@@ -179,6 +186,7 @@ def acquire(layout: DataLayout, region: str, pair: ArchivePair) -> StepResult:
             "science_pixscale_arcsec": float(np.mean(proj_plane_pixel_scales(sci.wcs)) * 3600),
             "reference_pixscale_arcsec": float(np.mean(proj_plane_pixel_scales(ref.wcs)) * 3600),
             "science_mjd": float(sci.header.get("MJD-OBS", np.nan)),
+            "overlap_fraction": frac,
             "archive": str(pair.provenance.get("archive", "unknown")),
         }
     if pair.truth is not None:
@@ -320,7 +328,7 @@ def _normalized(layout: DataLayout, region: str):
 
 # --------------------------------------------------------------------------- 4. differences
 def zogy(layout: DataLayout, region: str, use_source_noise: bool = True, use_astrometric_noise: bool = True) -> StepResult:
-    from astrid_pipeline.science.zogy import zogy_difference
+    from astrid_pipeline.science.zogy import source_variance, zogy_difference
 
     N, R, h = _normalized(layout, region)
     pn, pr = _read_psfs(layout, region)
@@ -329,9 +337,9 @@ def zogy(layout: DataLayout, region: str, use_source_noise: bool = True, use_ast
     ratio = float(h["FLXRATIO"])
     var_n = var_r = None
     if use_source_noise:
-        var_n = np.clip(np.nan_to_num(N), 0, None) / float(h["GAINSCI"]) + sn**2
+        var_n = source_variance(N, pn.stamp, float(h["GAINSCI"]), sn)
         # R is reference counts times ratio, so its Poisson variance is ratio * R / gain_ref
-        var_r = ratio * np.clip(np.nan_to_num(R), 0, None) / float(h["GAINREF"]) + sr**2
+        var_r = source_variance(R, pr.stamp, float(h["GAINREF"]), sr, scale=ratio)
     ast = (0.0, 0.0)
     if use_astrometric_noise:
         ast = tuple(max(float(al_hdr.get(k, 0.0)), 0.0) for k in ("ALNRMSX", "ALNRMSY"))
