@@ -53,6 +53,8 @@ class ExtractionConfig:
     sharp_min_pixel_snr: float = 6.0  # ... and the peak pixel is this significant
     sharp_faint_ratio: float = 0.2  # fainter peaks must be much sharper still:
     sharp_faint_pixel_snr: float = 3.0  # ratio below 0.2 x the PSF's with the peak pixel at >= 3 sigma
+    narrow_ratio: float = 0.6  # SHARP when the minor-axis width is below this fraction of the PSF of D's
+    narrow_min_snr: float = 6.0  # ... for candidates bright enough for a stable width
 
 
 def _stamp(img, x, y, half):
@@ -166,6 +168,7 @@ def extract_candidates(
     rows = []
     sigma_pd = _psf_sigma(psf_D)
     psf_ratio = neighbour_ratio(psf_science) if psf_science is not None else np.nan
+    _, b_psf_D, _ = _weighted_shape(psf_D, max(sigma_pd, 1.0))
     seg_thresh = cfg.threshold * cfg.segment_fraction
     for sign in (1, -1):
         img = as_sep_array(sign * sc)
@@ -221,6 +224,9 @@ def extract_candidates(
                 flags |= CandidateFlag.BRIGHT_STAR
         a, b, theta = _weighted_shape(_stamp(sign * np.nan_to_num(D), x, y, half), max(sigma_pd, 1.0))
         nratio = np.nan
+        # a track: much narrower than the PSF of D across its length (a trailed asteroid is not)
+        if np.isfinite(b) and abs(r.snr) >= cfg.narrow_min_snr and b < cfg.narrow_ratio * b_psf_D:
+            flags |= CandidateFlag.SHARP
         if sharpness_image is not None and psf_science is not None:
             st = sign * _stamp(sharpness_image, xp, yp, 3)
             core = np.nan_to_num(st[1:-1, 1:-1], nan=-np.inf)

@@ -156,9 +156,12 @@ def _sersic_b(n):
     return 2 * n - 1 / 3 + 0.009876 / n
 
 
-def _sersic_stamp(re, n, q, pa, dx, dy, size):
+def _sersic_stamp(re, n, q, pa, dx, dy, size, core=0.3):
+    """Pixel-integrated Sersic profile; the cusp is softened over ``core`` pixels so that 4x4
+    sub-sampling integrates it to better than a percent whatever the pixel phase (an n=4 cusp
+    sampled on two different grids would otherwise leave core residuals no real sky has)."""
     half = size // 2
-    o = 3
+    o = 4
     sub = (np.arange(o) + 0.5) / o - 0.5
     g = np.arange(-half, half + 1)
     yy = g[:, None, None, None] + sub[None, None, :, None] - dy
@@ -166,7 +169,7 @@ def _sersic_stamp(re, n, q, pa, dx, dy, size):
     c, s = np.cos(pa), np.sin(pa)
     xr = c * xx + s * yy
     yr = -s * xx + c * yy
-    r = np.sqrt(xr**2 * q + yr**2 / q)
+    r = np.sqrt(xr**2 * q + yr**2 / q + core**2)
     img = np.exp(-_sersic_b(n) * ((r / re) ** (1.0 / n) - 1)).mean(axis=(2, 3))
     return img / img.sum()
 
