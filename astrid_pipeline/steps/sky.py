@@ -216,9 +216,9 @@ def align(layout: DataLayout, region: str, order: str = "bicubic", refine: bool 
         if k.startswith(("NAXIS", "CRPIX", "CRVAL", "CTYPE", "CDELT", "CUNIT", "CD1_", "CD2_", "PC", "A_", "B_", "AP_", "BP_", "PV", "LONPOLE", "LATPOLE", "WCSAXES", "RADESYS", "EQUINOX")):
             del hdr[k]
     kw = {
-        "ALNFOOT": (round(qa["footprint_fraction"], 6), "fraction of the grid covered by the reference"),
-        "ALNDX": (round(qa["residual_dx"], 5), "[pix] median matched-star offset x after alignment"),
-        "ALNDY": (round(qa["residual_dy"], 5), "[pix] median matched-star offset y after alignment"),
+        "ALNFOOT": (round(qa["footprint_fraction"], 6), "grid fraction covered by the reference"),
+        "ALNDX": (round(qa["residual_dx"], 5), "[pix] median star offset x after alignment"),
+        "ALNDY": (round(qa["residual_dy"], 5), "[pix] median star offset y after alignment"),
         "ALNRMS": (round(qa["residual_rms"], 5) if np.isfinite(qa["residual_rms"]) else -1.0, "[pix] rms of matched-star offsets"),
         "ALNRMSX": (round(qa["residual_rms_x"], 5) if np.isfinite(qa["residual_rms_x"]) else -1.0, "[pix]"),
         "ALNRMSY": (round(qa["residual_rms_y"], 5) if np.isfinite(qa["residual_rms_y"]) else -1.0, "[pix]"),
@@ -294,11 +294,11 @@ def normalize(layout: DataLayout, region: str) -> StepResult:
                                   saturation=sci.extras.get("saturate"))
     p = params.as_dict()
     kw = {
-        "BKGSCI": (p["sci_background"], "[adu] science background subtracted (global)"),
-        "BKGREF": (p["ref_background"], "[ref adu] reference background subtracted (global)"),
+        "BKGSCI": (p["sci_background"], "[adu] science background"),
+        "BKGREF": (p["ref_background"], "[ref adu] reference background"),
         "RMSSCI": (p["sci_rms"], "[adu] science background noise"),
-        "RMSREF": (p["ref_rms"], "[adu] reference noise in science units"),
-        "FLXRATIO": (p["flux_ratio"], "science counts per reference count"),
+        "RMSREF": (p["ref_rms"], "[adu] ref noise, science units"),
+        "FLXRATIO": (p["flux_ratio"], "sci counts per ref count"),
         "FLXRERR": (p["flux_ratio_err"] if np.isfinite(p["flux_ratio_err"]) else -1.0, "error of FLXRATIO"),
         "FLXMETH": (p["method"], "how the flux ratio was found"),
         "FLXNSTAR": (p["n_stars"], "stars used for the flux ratio"),
@@ -348,15 +348,15 @@ def zogy(layout: DataLayout, region: str, use_source_noise: bool = True, use_ast
     kw = {
         "DIFFMETH": ("ZOGY", "Zackay, Ofek & Gal-Yam 2016"),
         "F_D": (res.F_D, "flux zero point of D"),
-        "F_S": (res.F_S, "flux normalisation of S (flux = S / F_S)"),
-        "NOISED": (res.noise_D, "robust std of D (expect 1)"),
-        "NOISESC": (res.noise_S_corr, "robust std of S_corr (expect 1)"),
+        "F_S": (res.F_S, "flux = S / F_S"),
+        "NOISED": (res.noise_D, "std of D"),
+        "NOISESC": (res.noise_S_corr, "std of S_corr"),
         "ALNRMS": (float(al_hdr.get("ALNRMS", -1.0)), "[pix] alignment residual rms"),
-        "FLXRATIO": (ratio, "science counts per reference count"),
+        "FLXRATIO": (ratio, "sci counts per ref count"),
         "SIGMAN": (sn, "[adu] science background noise"),
-        "SIGMAR": (sr, "[adu] reference background noise (science units)"),
-        "ASTSIGX": (ast[0], "[pix] astrometric noise used in S_corr"),
-        "ASTSIGY": (ast[1], "[pix] astrometric noise used in S_corr"),
+        "SIGMAR": (sr, "[adu] ref noise, science units"),
+        "ASTSIGX": (ast[0], "[pix] astrometric noise"),
+        "ASTSIGY": (ast[1], "[pix] astrometric noise"),
         "MJD-OBS": (float(h.get("MJD-OBS", np.nan)) if np.isfinite(float(h.get("MJD-OBS", np.nan))) else -1.0, "science MJD"),
     }
     from astropy.wcs import WCS
