@@ -82,13 +82,9 @@ def label_cosmic_rays(cands: pd.DataFrame, cosmic_rays: pd.DataFrame, radius: fl
         return cands
     cands = cands.copy()
     free = np.nonzero(cands["truth_id"].values == "")[0]
-    # a track is listed by its start; test every pixel along it via its length
-    xs, ys = [], []
-    for _, cr in cosmic_rays.iterrows():
-        xs.append(cr.x)
-        ys.append(cr.y)
-    a, b, _ = match_positions(cands["x"].values[free], cands["y"].values[free], np.array(xs), np.array(ys),
-                              radius + float(np.nanmax(cosmic_rays["length_px"])))
+    # a track is listed by its start, so the search radius includes the longest track
+    a, b, _ = match_positions(cands["x"].values[free], cands["y"].values[free], cosmic_rays["x"].values,
+                              cosmic_rays["y"].values, radius + float(np.nanmax(cosmic_rays["length_px"])))
     for ia in a:
         cands.iloc[free[ia], cands.columns.get_loc("label")] = "cosmic_ray"
     return cands

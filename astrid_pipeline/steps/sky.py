@@ -438,6 +438,9 @@ def candidates(layout: DataLayout, region: str, config=None) -> StepResult:
         cands = cl
         summ = recovery_summary(tm, cl, snr_limit=5.0)
         meta["recovery"] = summ.as_dict()
+        bright = tm["expected_snr"] >= 6.0
+        meta["completeness_snr_ge_6"] = float(tm.loc[bright, "recovered"].mean()) if bright.any() else 1.0
+        meta["false_per_mpix"] = summ.false_positives / (sci.data.size / 1e6)
         meta["missed"] = tm.loc[~tm["recovered"], ["transient_id", "type", "expected_snr"]].to_dict("records")
     out = write_partitioned(cands, layout.root, "candidates", {"region": region}, CANDIDATE_SCHEMA)
     return StepResult({"candidates": out}, meta)
