@@ -427,6 +427,13 @@ def simulate_pair(ra: float, dec: float, region: str = "field", config: SurveyCo
         dx, dy = x - round(x), y - round(y)
         return moffat_stamp(fwhm, size, cfg.moffat_beta, dx, dy) * flux
 
+    def inject(kind, x, y, flux, stamp=None, host=(np.nan, np.nan), trail=0.0, **extra):
+        """Record a science-epoch change and the stamp that adds it to the science scene."""
+        rows.append(dict(type=kind, x=float(x), y=float(y), delta_flux=float(flux), host_x=float(host[0]),
+                         host_y=float(host[1]), trail_length_px=float(trail), epoch="science", **extra))
+        extra_sci.append((x, y, point(x, y, flux, fwhm_s) if stamp is None else stamp))
+        used.append((float(x), float(y)))
+
     def random_free_position():
         for _ in range(500):
             x, y = rng.uniform(m, nx - 1 - m), rng.uniform(m, ny - 1 - m)
@@ -448,10 +455,7 @@ def simulate_pair(ra: float, dec: float, region: str = "field", config: SurveyCo
             continue
         target = rng.uniform(*cfg.snr_range)
         flux = flux_for(target, x, y)
-        rows.append(dict(type="supernova", x=x, y=y, delta_flux=flux, host_x=float(gx[h]), host_y=float(gy[h]),
-                         trail_length_px=0.0, epoch="science"))
-        extra_sci.append((x, y, point(x, y, flux, fwhm_s)))
-        used.append((x, y))
+        inject("supernova", x, y, flux, host=(gx[h], gy[h]))
         n_sn += 1
 
     # variable stars: existing, unsaturated stars that brighten or fade
@@ -466,22 +470,16 @@ def simulate_pair(ra: float, dec: float, region: str = "field", config: SurveyCo
         fade = (n_var % 3 == 2)
         frac = -rng.uniform(0.4, 0.8) if fade else rng.uniform(0.5, 3.0)
         flux = sky.star_flux[i] * frac
-        rows.append(dict(type="variable", x=float(sx[i]), y=float(sy[i]), delta_flux=flux, host_x=np.nan, host_y=np.nan,
-                         trail_length_px=0.0, epoch="science"))
-        extra_sci.append((sx[i], sy[i], point(sx[i], sy[i], flux, fwhm_s)))
-        used.append((float(sx[i]), float(sy[i])))
+        inject("variable", sx[i], sy[i], flux)
         n_var += 1
 
     for _ in range(cfg.n_nova):
         x, y = random_free_position()
-        flux = flux_for(rng.uniform(*cfg.snr_range), x, y)
-        rows.append(dict(type="nova", x=x, y=y, delta_flux=flux, host_x=np.nan, host_y=np.nan, trail_length_px=0.0, epoch="science"))
-        extra_sci.append((x, y, point(x, y, flux, fwhm_s)))
-        used.append((x, y))
+        inject("nova", x, y, flux_for(rng.uniform(*cfg.snr_range), x, y))
 
     for _ in range(cfg.n_asteroid):
         x, y = random_free_position()
-        used.append((x, y))
+        used.append((x, y))  # reserve it before choosing the reference-epoch position
         flux = flux_for(rng.uniform(*cfg.snr_range), x, y)
         # where it was at the reference epoch (in science pixels), and in reference pixels
         for _try in range(200):
@@ -495,10 +493,9 @@ def simulate_pair(ra: float, dec: float, region: str = "field", config: SurveyCo
         used.append((x2, y2))
         r_sky = wsci.pixel_to_world(x2, y2)
         rx, ry = wref.world_to_pixel(r_sky)
-        rows.append(dict(type="asteroid", x=x, y=y, delta_flux=flux, host_x=np.nan, host_y=np.nan, trail_length_px=0.0, epoch="science"))
+        inject("asteroid", x, y, flux)
         rows.append(dict(type="asteroid", x=float(x2), y=float(y2), delta_flux=-flux, host_x=np.nan, host_y=np.nan,
                          trail_length_px=0.0, epoch="reference"))
-        extra_sci.append((x, y, point(x, y, flux, fwhm_s)))
         extra_ref.append((float(rx), float(ry), point(float(rx), float(ry), flux * fs, fwhm_r)))
 
     for _ in range(cfg.n_asteroid_trailed):
@@ -508,17 +505,11 @@ def simulate_pair(ra: float, dec: float, region: str = "field", config: SurveyCo
         trail = _trail_stamp(fwhm_s, cfg.moffat_beta, length, a, x - round(x), y - round(y), 45)
         unit = snr_of(trail, None, x, y)
         flux = rng.uniform(*cfg.snr_range) / unit
-        rows.append(dict(type="asteroid_trailed", x=x, y=y, delta_flux=flux, host_x=np.nan, host_y=np.nan,
-                         trail_length_px=float(length), epoch="science", _angle=float(a)))
-        extra_sci.append((x, y, trail * flux))
-        used.append((x, y))
+        inject("asteroid_trailed", x, y, flux, stamp=trail * flux, trail=length, _angle=float(a))
 
     for _ in range(cfg.n_faint):
         x, y = random_free_position()
-        flux = flux_for(rng.uniform(*cfg.faint_snr_range), x, y)
-        rows.append(dict(type="faint", x=x, y=y, delta_flux=flux, host_x=np.nan, host_y=np.nan, trail_length_px=0.0, epoch="science"))
-        extra_sci.append((x, y, point(x, y, flux, fwhm_s)))
-        used.append((x, y))
+        inject("faint", x, y, flux_for(rng.uniform(*cfg.faint_snr_range), x, y))
 
     for (x, y, stamp) in extra_sci:
         _add_stamp(model_sci, stamp, x, y)
