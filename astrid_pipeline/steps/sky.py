@@ -483,7 +483,9 @@ def triplets(layout: DataLayout, region: str, size: int = 63, difference: str = 
     preview = None
     if len(trip):
         preview = layout.preview(region, "triplets")
-        render_triplet_preview(trip[: min(6, len(trip))], table, preview)
+        # clean candidates first: they are what a person wants to look at
+        order = np.argsort(table["flags"] != 0, kind="stable")[: min(6, len(trip))]
+        render_triplet_preview(trip[order], {k: np.asarray(v)[order] for k, v in table.items()}, preview)
     return StepResult({"triplets": path, **({"preview": preview} if preview else {})},
                       dict(n_triplets=int(len(trip)), n_edge_padded=int(edge.sum()), size=size))
 
