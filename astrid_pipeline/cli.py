@@ -1,6 +1,6 @@
 """``astrid``: run the pipeline from a terminal.
 
-    astrid run                       # sky branch for the built-in regions, on the simulated survey
+    astrid run                       # every branch on small defaults (sky: the built-in regions, simulated)
     astrid run --regions M101 ra150.1190_dec+2.2058 --image-size 2048
     astrid regions                   # list the region catalog
 
@@ -17,6 +17,10 @@ import time
 from pathlib import Path
 
 from astrid_pipeline.layout import DataLayout
+
+
+#: branch name -> job that materializes it (``astrid run --branches``)
+BRANCH_JOBS = {"sky": "sky_branch_job", "mmcosmic": "mmcosmic_job"}
 
 
 def _instance(layout: DataLayout):
@@ -61,17 +65,24 @@ def cmd_run(args) -> int:
     run_config = {"resources": {"archive": {"config": {"image_size": args.image_size, "seed": args.seed}}}}
     if args.catalog:
         run_config["resources"]["regions"] = {"config": {"path": args.catalog}}
-    job = defs.resolve_job_def("sky_branch_job")
     failed = []
     print(f"data root: {layout.root}\nDagster home: {os.environ['DAGSTER_HOME']}")
-    for key in regions:
-        t0 = time.perf_counter()
-        result = job.execute_in_process(partition_key=key, instance=instance, run_config=run_config,
-                                        raise_on_error=False)
-        status = "ok" if result.success else "FAILED"
-        if not result.success:
-            failed.append(key)
-        print(f"[{status}] sky_branch_job region={key} ({time.perf_counter() - t0:.1f} s)")
+    branches = [b.strip() for b in args.branches.split(",") if b.strip()]
+    unknown = set(branches) - set(BRANCH_JOBS)
+    if unknown:
+        print(f"unknown branches {sorted(unknown)}: choose from {', '.join(BRANCH_JOBS)}", file=sys.stderr)
+        return 2
+    for branch in branches:
+        job = defs.resolve_job_def(BRANCH_JOBS[branch])
+        keys = regions if branch == "sky" else job.partitions_def.get_partition_keys(dynamic_partitions_store=instance)
+        cfg = run_config if branch == "sky" else {}
+        for key in keys:
+            t0 = time.perf_counter()
+            result = job.execute_in_process(partition_key=key, instance=instance, run_config=cfg, raise_on_error=False)
+            status = "ok" if result.success else "FAILED"
+            if not result.success:
+                failed.append(f"{branch}:{key}")
+            print(f"[{status}] {job.name} partition={key} ({time.perf_counter() - t0:.1f} s)")
     rows = []
     for key in regions:
         p = layout.catalog("candidates", {"region": key})
@@ -83,12 +94,12 @@ def cmd_run(args) -> int:
         print("\n" + pd.DataFrame(rows).to_string(index=False))
     print("\nproducts:")
     for sub in ("sky/raw", "sky/differences", "sky/triplets", "sky/previews", "catalogs/candidates",
-                "catalogs/transient_truth"):
+                "catalogs/transient_truth", "mmcosmic"):
         print(f"  {layout.root / sub}")
     print("\nread the catalog:  python -c \"import pandas as pd; "
           f"print(pd.read_parquet('{layout.catalog_root('candidates')}'))\"")
     if failed:
-        print(f"\nfailed regions: {', '.join(failed)} (see the run logs in dagster dev)", file=sys.stderr)
+        print(f"\nfailed partitions: {', '.join(failed)} (see the run logs in dagster dev)", file=sys.stderr)
         return 1
     return 0
 
@@ -96,11 +107,13 @@ def cmd_run(args) -> int:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="astrid", description="AstrID pipeline")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="materialize the sky branch for regions (default: all in the catalog)")
+    run = sub.add_parser("run", help="materialize every branch (sky: regions in the catalog, simulated survey)")
     run.add_argument("--regions", nargs="*", help="partition keys (catalog names or ra<RA>_dec<+DEC>)")
     run.add_argument("--image-size", type=int, default=1024, help="simulated survey image side (pixels)")
     run.add_argument("--seed", type=int, default=0, help="simulated survey base seed")
     run.add_argument("--catalog", default="", help="region catalog YAML (default: built-in)")
+    run.add_argument("--branches", default=",".join(BRANCH_JOBS),
+                     help=f"comma-separated branches to run (default: all of {', '.join(BRANCH_JOBS)})")
     run.set_defaults(func=cmd_run)
     reg = sub.add_parser("regions", help="list the region catalog")
     reg.add_argument("--catalog", default="")

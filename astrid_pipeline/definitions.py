@@ -2,14 +2,15 @@
 
 from dagster import Definitions
 
+from astrid_pipeline.assets.mmcosmic import mmcosmic_assets, mmcosmic_job
 from astrid_pipeline.assets.sky import sky_assets
 from astrid_pipeline.jobs import sky_branch_job
 from astrid_pipeline.resources.archives import RegionCatalogResource, SkyArchiveResource
 from astrid_pipeline.resources.storage import StorageResource
 
 defs = Definitions(
-    assets=[*sky_assets],
-    jobs=[sky_branch_job],
+    assets=[*sky_assets, *mmcosmic_assets],
+    jobs=[sky_branch_job, mmcosmic_job],
     resources={
         "storage": StorageResource(),
         "archive": SkyArchiveResource(),

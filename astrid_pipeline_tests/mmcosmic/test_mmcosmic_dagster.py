@@ -1,0 +1,93 @@
+"""The M.M.Cosmic asset materialized in process, partitioned by stack."""
+
+import os
+
+import numpy as np
+import pytest
+import yaml
+from astropy.io import fits
+from dagster import materialize
+
+from astrid_pipeline.assets.mmcosmic import mmcosmic_assets, mmcosmic_job, stack_partitions
+from astrid_pipeline.resources.storage import StorageResource
+
+
+def test_default_stacks_are_partitions():
+    keys = stack_partitions.get_partition_keys()
+    assert keys == ["sim-a", "sim-b"]
+    assert mmcosmic_job.name == "mmcosmic_job"
+
+
+def test_materialize_a_simulated_stack(tmp_path):
+    res = materialize(
+        mmcosmic_assets, partition_key="sim-a", resources={"storage": StorageResource(root=str(tmp_path))}
+    )
+    assert res.success
+    folder = tmp_path / "mmcosmic" / "sim-a"
+    files = sorted(os.listdir(folder))
+    for name in ("crmasks.fits", "combined_mediancr.fits", "combined_meancr2.fits", "diagnostic_histogram2d.png",
+                 "mediancr_identified_only2.csv"):
+        assert name in files
+    with fits.open(folder / "crmasks.fits") as h:
+        assert h["MEDIANCR"].data.shape == (256, 256)
+        n_masked = int(h["MEDIANCR"].data.sum())
+    meta = res.asset_materializations_for_node("mmcosmic_crmasks")[0].metadata
+    assert meta["mediancr_pixels"].value == n_masked > 0
+    assert meta["recall_significant"].value >= 0.9
+    assert meta["significant_coincident_pixels"].value > 0
+    assert "diagnostic_diagram" in meta
+    # a second run replaces the folder as a whole and leaves no temporary folder beside it
+    res2 = materialize(
+        mmcosmic_assets, partition_key="sim-a", resources={"storage": StorageResource(root=str(tmp_path))},
+        run_config={"ops": {"mmcosmic_crmasks": {"config": {"plots": False}}}},
+    )
+    assert res2.success
+    assert "diagnostic_histogram2d.png" not in os.listdir(folder)
+    assert sorted(os.listdir(tmp_path / "mmcosmic")) == ["sim-a"]
+
+
+def test_a_stack_of_fits_files_and_a_bad_stack(tmp_path):
+    from astrid_pipeline.science.mmcosmic import simulate_stack
+
+    sim = simulate_stack((64, 64), 3, seed=4, n_coincident=4)
+    paths = []
+    for i, img in enumerate(sim.images):
+        p = tmp_path / f"e{i}.fits"
+        fits.PrimaryHDU(img).writeto(p)
+        paths.append(str(p))
+    fits.PrimaryHDU(np.zeros((32, 32), np.float32)).writeto(tmp_path / "small.fits")
+    stacks = {
+        "defaults": {"gain": 1.0, "rnoise": 3.4, "bias": 0.0, "requirements": {"crmethod": "mmcosmic", "mm_nsimulations": 3}},
+        "stacks": {
+            "sim-a": {"images": paths},
+            "sim-b": {"images": paths[:2] + [str(tmp_path / "small.fits")]},
+        },
+    }
+    sp = tmp_path / "stacks.yaml"
+    sp.write_text(yaml.safe_dump(stacks))
+    root = tmp_path / "data"
+    cfg = {"ops": {"mmcosmic_crmasks": {"config": {"stacks_path": str(sp), "requirements_yaml": "{mm_dilation: 0}"}}}}
+    ok = materialize(mmcosmic_assets, partition_key="sim-a", resources={"storage": StorageResource(root=str(root))}, run_config=cfg)
+    assert ok.success
+    assert (root / "mmcosmic" / "sim-a" / "combined_mediancr.fits").exists()
+    bad = materialize(
+        mmcosmic_assets, partition_key="sim-b", resources={"storage": StorageResource(root=str(root))},
+        run_config=cfg, raise_on_error=False,
+    )
+    assert not bad.success
+    assert not (root / "mmcosmic" / "sim-b").exists()
+    assert sorted(os.listdir(root / "mmcosmic")) == ["sim-a"]
+
+
+def test_stacks_file_errors_are_named(tmp_path):
+    from astrid_pipeline.science.mmcosmic import ParameterError
+    from astrid_pipeline.science.mmcosmic.stacks import parse_stacks
+
+    with pytest.raises(ParameterError, match="stacks"):
+        parse_stacks({"stacks": {}})
+    with pytest.raises(ParameterError, match="exactly one"):
+        parse_stacks({"stacks": {"a": {"images": ["x.fits"] * 3, "simulate": {"seed": 1}}}})
+    with pytest.raises(ParameterError, match="safe"):
+        parse_stacks({"stacks": {"../up": {"simulate": {"seed": 1}}}})
+    with pytest.raises(ParameterError, match="n_exposures"):
+        parse_stacks({"stacks": {"a": {"simulate": {"seed": 1, "n_exposures": 2}}}})
