@@ -20,7 +20,7 @@ from astrid_pipeline.layout import DataLayout
 
 
 #: branch name -> job that materializes it (``astrid run --branches``)
-BRANCH_JOBS = {"sky": "sky_branch_job", "mmcosmic": "mmcosmic_job"}
+BRANCH_JOBS = {"sky": "sky_branch_job", "detector": "detector_job", "mmcosmic": "mmcosmic_job"}
 
 
 def _instance(layout: DataLayout):
@@ -94,7 +94,7 @@ def cmd_run(args) -> int:
         print("\n" + pd.DataFrame(rows).to_string(index=False))
     print("\nproducts:")
     for sub in ("sky/raw", "sky/differences", "sky/triplets", "sky/previews", "catalogs/candidates",
-                "catalogs/transient_truth", "mmcosmic"):
+                "catalogs/transient_truth", "detector", "catalogs/ramp_events", "mmcosmic"):
         print(f"  {layout.root / sub}")
     print("\nread the catalog:  python -c \"import pandas as pd; "
           f"print(pd.read_parquet('{layout.catalog_root('candidates')}'))\"")
