@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -29,6 +29,8 @@ class Region:
     dec: float
     size_arcmin: float = 4.4
     note: str = ""
+    #: any other keys of the catalog entry (e.g. science_archive / reference_archive), for the resources to read
+    options: dict = field(default_factory=dict, compare=False, hash=False)
 
 
 def adhoc_key(ra: float, dec: float) -> str:
@@ -52,7 +54,9 @@ def _validate(entry: dict, source: str) -> Region:
         raise ConfigError(f"{source}: region {name!r} has RA {ra} outside [0, 360)")
     if not (-90.0 <= dec <= 90.0):
         raise ConfigError(f"{source}: region {name!r} has Dec {dec} outside [-90, 90]")
-    return Region(name, ra, dec, float(entry.get("size_arcmin", 4.4)), str(entry.get("note", "")))
+    known = {"name", "ra", "dec", "size_arcmin", "note"}
+    options = {k: v for k, v in entry.items() if k not in known}
+    return Region(name, ra, dec, float(entry.get("size_arcmin", 4.4)), str(entry.get("note", "")), options)
 
 
 def load_region_catalog(path: str | os.PathLike | None = None) -> dict[str, Region]:

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Set up (or refresh) the project's virtual environment in .venv.
-#   bash scripts/setup.sh          # runtime only
-#   bash scripts/setup.sh dev      # + test dependencies
-#   bash scripts/setup.sh dev,bench  # + benchmark peers (SFFT, ...)
-# PyTorch, when the project needs it, must be the CPU build (torch==2.13.0) and
-# installed before everything else; see pyproject.toml.
+#   bash scripts/setup.sh            # runtime only
+#   bash scripts/setup.sh dev        # + test dependencies
+#   bash scripts/setup.sh dev,bench  # + benchmark peers (SFFT, numina, stcal, ...)
+# PyTorch comes first and pinned: torch==2.13.0 is the CPU build on this
+# project's package index; any other spec pulls gigabytes of CUDA packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-}"
@@ -12,9 +12,11 @@ py="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   "$py" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+"${pip[@]}" --upgrade pip
+"${pip[@]}" torch==2.13.0
 if [ -n "$extras" ]; then
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[${extras}]"
+  "${pip[@]}" -e ".[${extras}]"
 else
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e .
+  "${pip[@]}" -e .
 fi
