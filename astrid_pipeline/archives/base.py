@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import pandas as pd
-from astropy.io import fits
+if TYPE_CHECKING:  # keep ``import astrid_pipeline.definitions`` light: no pandas/astropy at load time
+    import pandas as pd
+    from astropy.io import fits
 
 
 @dataclass

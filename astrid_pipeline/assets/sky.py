@@ -7,8 +7,6 @@ return ``MaterializeResult`` rather than passing arrays through an IO manager.
 """
 
 
-import numpy as np
-import pandas as pd
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -28,7 +26,13 @@ from astrid_pipeline.assets._meta import png_markdown, table_markdown, to_metada
 from astrid_pipeline.partitions import sky_region_partitions
 from astrid_pipeline.resources.archives import RegionCatalogResource, SkyArchiveResource
 from astrid_pipeline.resources.storage import StorageResource
-from astrid_pipeline.steps import sky as steps
+
+
+def _steps():
+    """The sky steps, imported on first use (numpy/astropy/pandas stay out of definition loading)."""
+    from astrid_pipeline.steps import sky
+
+    return sky
 
 OWNERS = ["team:sky"]
 
@@ -72,7 +76,7 @@ def sky_exposures(context: AssetExecutionContext, storage: StorageResource, arch
                   regions: RegionCatalogResource):
     region = regions.region(context.partition_key)
     pair = archive.fetch_pair(region)
-    res = steps.acquire(storage.layout, region.name, pair)
+    res = _steps().acquire(storage.layout, region.name, pair)
     common = {"region": region.name, "ra": region.ra, "dec": region.dec, **res.metadata}
     yield MaterializeResult(asset_key="science_image", metadata=to_metadata(
         {**common, "path": res.paths["science"], "source": pair.science_source}))
@@ -97,9 +101,9 @@ def sky_exposures(context: AssetExecutionContext, storage: StorageResource, arch
                                 description="matched-star offset after alignment is below 0.2 px")],
 )
 def aligned_reference(context: AssetExecutionContext, config: AlignmentConfig, storage: StorageResource):
-    res = steps.align(storage.layout, context.partition_key, order=config.order, refine=config.refine)
+    res = _steps().align(storage.layout, context.partition_key, order=config.order, refine=config.refine)
     q = res.metadata
-    offset = float(np.hypot(q["residual_dx"], q["residual_dy"]))
+    offset = float((q["residual_dx"] ** 2 + q["residual_dy"] ** 2) ** 0.5)
     passed = q["n_matched"] > 0 and offset < config.max_residual_px
     return MaterializeResult(
         metadata=to_metadata({**q, "residual_offset_px": offset, "path": res.paths["aligned_reference"]}),
@@ -119,7 +123,7 @@ def aligned_reference(context: AssetExecutionContext, config: AlignmentConfig, s
     description="PSF of the science image and of the aligned reference (Moffat fits to isolated stars), with FWHM.",
 )
 def psf_models(context: AssetExecutionContext, storage: StorageResource):
-    res = steps.measure_psfs(storage.layout, context.partition_key)
+    res = _steps().measure_psfs(storage.layout, context.partition_key)
     return MaterializeResult(metadata=to_metadata({**res.metadata, "path": res.paths["psf_models"]}))
 
 
@@ -132,7 +136,7 @@ def psf_models(context: AssetExecutionContext, storage: StorageResource):
     description="Background-subtracted science and flux-matched reference (PSF photometry of matched stars).",
 )
 def normalized_images(context: AssetExecutionContext, storage: StorageResource):
-    res = steps.normalize(storage.layout, context.partition_key)
+    res = _steps().normalize(storage.layout, context.partition_key)
     return MaterializeResult(metadata=to_metadata({**res.metadata, "science_path": res.paths["science"],
                                                    "reference_path": res.paths["reference"]}))
 
@@ -148,7 +152,7 @@ def normalized_images(context: AssetExecutionContext, storage: StorageResource):
                                 description="robust std of S_corr within 10% of 1")],
 )
 def zogy_difference(context: AssetExecutionContext, config: ZogyConfig, storage: StorageResource):
-    res = steps.zogy(storage.layout, context.partition_key, config.source_noise, config.astrometric_noise)
+    res = _steps().zogy(storage.layout, context.partition_key, config.source_noise, config.astrometric_noise)
     dev = abs(res.metadata["noise_S_corr"] - 1.0)
     return MaterializeResult(
         metadata=to_metadata({**res.metadata, "path": res.paths["zogy_difference"]}),
@@ -169,7 +173,7 @@ def zogy_difference(context: AssetExecutionContext, config: ZogyConfig, storage:
     description="Classic PSF-matched difference (the sharper image convolved to the other's PSF).",
 )
 def classic_difference(context: AssetExecutionContext, storage: StorageResource):
-    res = steps.classic(storage.layout, context.partition_key)
+    res = _steps().classic(storage.layout, context.partition_key)
     return MaterializeResult(metadata=to_metadata({**res.metadata, "path": res.paths["classic_difference"]}))
 
 
@@ -189,9 +193,11 @@ def candidate_catalog(context: AssetExecutionContext, config: CandidateConfig, s
 
     layout = storage.layout
     region = context.partition_key
-    res = steps.candidates(layout, region, ExtractionConfig(threshold=config.threshold))
+    res = _steps().candidates(layout, region, ExtractionConfig(threshold=config.threshold))
+    import pandas as pd
+
     cands = pd.read_parquet(res.paths["candidates"])
-    thumb = steps.difference_thumbnail(layout, region)
+    thumb = _steps().difference_thumbnail(layout, region)
     meta = to_metadata({k: v for k, v in res.metadata.items()})
     meta["path"] = MetadataValue.path(str(res.paths["candidates"]))
     meta["dagster/row_count"] = MetadataValue.int(len(cands))
@@ -222,7 +228,7 @@ def candidate_catalog(context: AssetExecutionContext, config: CandidateConfig, s
     description="Science/reference/difference cutouts (N, 3, 63, 63) around each candidate, with a metadata table.",
 )
 def cutout_triplets(context: AssetExecutionContext, config: TripletConfig, storage: StorageResource):
-    res = steps.triplets(storage.layout, context.partition_key, size=config.size, difference=config.difference)
+    res = _steps().triplets(storage.layout, context.partition_key, size=config.size, difference=config.difference)
     meta = to_metadata({**res.metadata, "path": res.paths["triplets"]})
     if "preview" in res.paths:
         meta["preview"] = png_markdown(res.paths["preview"], "first triplets")
