@@ -3,6 +3,7 @@
 from dagster import Definitions
 
 from astrid_pipeline.assets.detector import detector_assets, detector_job
+from astrid_pipeline.assets.inventory import inventory_assets
 from astrid_pipeline.assets.mmcosmic import mmcosmic_assets, mmcosmic_job
 from astrid_pipeline.assets.sky import sky_assets
 from astrid_pipeline.jobs import sky_branch_job
@@ -10,7 +11,7 @@ from astrid_pipeline.resources.archives import RegionCatalogResource, SkyArchive
 from astrid_pipeline.resources.storage import StorageResource
 
 defs = Definitions(
-    assets=[*sky_assets, *detector_assets, *mmcosmic_assets],
+    assets=[*sky_assets, *inventory_assets, *detector_assets, *mmcosmic_assets],
     jobs=[sky_branch_job, detector_job, mmcosmic_job],
     resources={
         "storage": StorageResource(),

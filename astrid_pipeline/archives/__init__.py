@@ -1,4 +1,13 @@
-"""Archive clients (plain Python): where science and reference images come from."""
+"""Archive clients (plain Python): where science and reference images come from.
+
+- :mod:`.simulated` - the built-in simulated survey (default, offline)
+- :mod:`.local` - a folder of FITS files (layout, manifest or ASTREPCH headers)
+- :mod:`.skyview` - SkyView cutouts (DSS2, SDSS, GALEX, 2MASS, WISE) via astroquery
+- :mod:`.ps1` - Pan-STARRS1 image-service cutouts, linearised from the asinh scaling
+- :mod:`.mast` - MAST observations (HST, JWST, PS1, TESS, GALEX) via astroquery
+- :mod:`.http` - retries/backoff/Retry-After, per-host rate limit, verified atomic downloads, cache
+- :mod:`.select` - per-region, per-epoch choice of archive (region-catalog options)
+"""
 
 from astrid_pipeline.archives.base import ArchivePair
 

@@ -1,33 +1,136 @@
 """A local folder of FITS files as an archive.
 
-Layout: ``<root>/<region>/science.fits`` and ``<root>/<region>/reference.fits``
-(``.fits.gz``, ``.fit`` and ``.fts`` also accepted).
+Which file is which, first match wins:
+
+1. a manifest at ``<root>/manifest.yaml`` (or ``manifest.csv``) with rows
+   ``region, epoch, file`` (``file`` relative to the root, or absolute)::
+
+       images:
+         - {region: M101, epoch: science, file: m101/2011-08-25.fits}
+         - {region: M101, epoch: reference, file: m101/ps1_r_stack.fits}
+
+2. the layout ``<root>/<region>/science.fits`` and
+   ``<root>/<region>/reference.fits`` (``.fits.gz``, ``.fit`` and ``.fts``
+   also accepted);
+3. the headers: the one FITS file in ``<root>/<region>/`` whose primary
+   header has ``ASTREPCH = 'science'`` (or ``'reference'``).
 """
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 from astrid_pipeline.archives.base import ArchivePair
+from astrid_pipeline.archives.records import LOCAL, EpochImage, ObservationRecord, describe_image
 from astrid_pipeline.errors import InputFileError
 from astrid_pipeline.io.fits_io import open_fits
 from astrid_pipeline.layout import safe_key
 from astrid_pipeline.regions import Region
 
 SUFFIXES = (".fits", ".fits.gz", ".fit", ".fts")
+EPOCHS = ("science", "reference")
 
 
 class LocalFolderArchive:
+    name = "local"
+
     def __init__(self, root: str | Path):
         self.root = Path(root)
+        self._manifest: dict[tuple[str, str], Path] | None = None
 
+    # ------------------------------------------------------------------ manifest
+    def manifest(self) -> dict[tuple[str, str], Path]:
+        if self._manifest is None:
+            self._manifest = self._read_manifest()
+        return self._manifest
+
+    def _read_manifest(self) -> dict[tuple[str, str], Path]:
+        rows: list[dict] = []
+        ypath, cpath = self.root / "manifest.yaml", self.root / "manifest.csv"
+        source = None
+        if ypath.exists():
+            import yaml
+
+            source = ypath
+            try:
+                doc = yaml.safe_load(ypath.read_text()) or {}
+            except yaml.YAMLError as exc:
+                raise InputFileError(ypath, f"manifest is not valid YAML ({exc})") from exc
+            if not isinstance(doc, dict) or not isinstance(doc.get("images"), list):
+                raise InputFileError(ypath, "manifest needs an 'images' list of {region, epoch, file}")
+            rows = doc["images"]
+        elif cpath.exists():
+            source = cpath
+            with cpath.open(newline="") as fh:
+                rows = list(csv.DictReader(fh))
+        out: dict[tuple[str, str], Path] = {}
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict) or not {"region", "epoch", "file"} <= set(row):
+                raise InputFileError(source, f"manifest row {i + 1} needs region, epoch and file: {row!r}")
+            epoch = str(row["epoch"]).strip().lower()
+            if epoch not in EPOCHS:
+                raise InputFileError(source,
+                                     f"manifest row {i + 1}: epoch {row['epoch']!r} is not science or reference")
+            key = (str(row["region"]).strip(), epoch)
+            if key in out:
+                raise InputFileError(source, f"manifest names two {epoch} files for region {key[0]!r}")
+            f = Path(str(row["file"]).strip())
+            out[key] = f if f.is_absolute() else self.root / f
+        return out
+
+    # ------------------------------------------------------------------ lookup
     def path_for(self, region: str, epoch: str) -> Path:
+        listed = self.manifest().get((region, epoch))
+        if listed is not None:
+            if not listed.exists():
+                raise InputFileError(listed, f"listed in the local archive's manifest as the {epoch} image of "
+                                             f"region {region!r}, but the file does not exist")
+            return listed
         folder = self.root / safe_key(region)
         for suffix in SUFFIXES:
             p = folder / f"{epoch}{suffix}"
             if p.exists():
                 return p
-        raise InputFileError(folder / f"{epoch}.fits", f"no {epoch} image for region {region!r} in the local archive")
+        by_header = self._by_header(folder, epoch)
+        if by_header is not None:
+            return by_header
+        raise InputFileError(folder / f"{epoch}.fits", f"no {epoch} image for region {region!r} in the local archive "
+                                                       "(no manifest entry, no such file, no header with "
+                                                       f"ASTREPCH='{epoch}')")
+
+    @staticmethod
+    def _by_header(folder: Path, epoch: str) -> Path | None:
+        if not folder.is_dir():
+            return None
+        from astropy.io import fits
+
+        hits = []
+        for p in sorted(folder.iterdir()):
+            if p.name.startswith(".") or not p.name.lower().endswith(SUFFIXES):
+                continue
+            try:
+                value = str(fits.getval(p, "ASTREPCH", ext=0)).strip().lower()
+            except (KeyError, OSError, ValueError):
+                continue
+            if value == epoch:
+                hits.append(p)
+        if len(hits) > 1:
+            raise InputFileError(folder, f"{len(hits)} files claim ASTREPCH='{epoch}': "
+                                         f"{', '.join(h.name for h in hits)}")
+        return hits[0] if hits else None
+
+    # ------------------------------------------------------------------ archive interface
+    def fetch_epoch(self, region: Region, epoch: str) -> EpochImage:
+        p = self.path_for(region.name, epoch)
+        rec = ObservationRecord(region=region.name, epoch=epoch, archive=self.name, obs_id=p.name, url=str(p),
+                                file_path=str(p), status=LOCAL, query=f"local folder {self.root}")
+        hdul = open_fits(p)
+        try:
+            describe_image(p, rec)
+        except Exception:  # a header the sky branch will reject by name later; the inventory keeps NaNs
+            pass
+        return EpochImage(hdul, str(p), rec)
 
     def fetch_pair(self, region: Region) -> ArchivePair:
         ps = self.path_for(region.name, "science")
