@@ -1,13 +1,28 @@
-"""Sky regions: the region catalog (named fields) and ad-hoc positions.
+"""Sky regions: the region catalog (named fields, HEALPix tiles) and ad-hoc positions.
 
 A region is named by its partition key. The catalog is a YAML file with a
-``regions`` list (name, ra, dec, optional size_arcmin and note); the
-built-in one lists M101 (SN 2011fe), COSMOS and GOODS-N. Keys of the form
+``regions`` list, or a CSV file with one row per region:
+
+- a named field: ``name``, ``ra``, ``dec`` (deg, ICRS), optional
+  ``size_arcmin`` and ``note``;
+- a HEALPix tile: ``healpix_order`` and ``healpix_index`` (nested ordering,
+  ICRS), optional ``name`` (default ``hpx<order>_<index>``); the centre comes
+  from astropy-healpix and the size defaults to the tile's pixel resolution.
+
+Any other key (e.g. ``science_archive``, ``reference_archive``) is kept in
+``Region.options`` for the resources to read. The built-in catalog lists
+M101 (SN 2011fe), COSMOS and GOODS-N. Which catalog is read: an explicit
+path, else ``$ASTRID_REGION_CATALOG``, else ``regions.yaml`` / ``regions.csv``
+in the data root, else the built-in one. Keys of the form
 ``ra150.1190_dec+2.2058`` name any position without a catalog entry.
 """
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import io
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -16,7 +31,7 @@ from pathlib import Path
 import yaml
 
 from astrid_pipeline.errors import ConfigError
-from astrid_pipeline.layout import safe_key
+from astrid_pipeline.layout import default_data_root, safe_key
 
 BUILTIN_CATALOG = Path(__file__).parent / "resources" / "regions.yaml"
 _ADHOC = re.compile(r"^ra(?P<ra>\d+(\.\d+)?)_dec(?P<dec>[+-]?\d+(\.\d+)?)$")
@@ -31,16 +46,67 @@ class Region:
     note: str = ""
     #: any other keys of the catalog entry (e.g. science_archive / reference_archive), for the resources to read
     options: dict = field(default_factory=dict, compare=False, hash=False)
+    #: HEALPix tile (nested ordering) when the region is a tile, else None
+    healpix_order: int | None = None
+    healpix_index: int | None = None
 
 
 def adhoc_key(ra: float, dec: float) -> str:
     return f"ra{ra % 360:.4f}_dec{dec:+.4f}"
 
 
+_HEALPIX_KEYS = ("healpix_order", "healpix_index")
+_KNOWN = {"name", "ra", "dec", "size_arcmin", "note", *_HEALPIX_KEYS}
+MAX_HEALPIX_ORDER = 29
+
+
+def _blank(v) -> bool:
+    return v is None or (isinstance(v, str) and not v.strip())
+
+
+def healpix_tile(order: int, index: int) -> tuple[float, float, float]:
+    """Centre (RA, Dec in deg, ICRS) and pixel resolution (arcmin) of a nested HEALPix tile."""
+    from astropy_healpix import HEALPix
+    import astropy.units as u
+
+    hp = HEALPix(nside=2 ** order, order="nested")
+    lon, lat = hp.healpix_to_lonlat([index])
+    return float(lon.to_value(u.deg)[0]) % 360.0, float(lat.to_value(u.deg)[0]), float(hp.pixel_resolution.to_value(u.arcmin))
+
+
+def _int(entry: dict, key: str, what: str) -> int:
+    v = entry[key]
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what}: {key} {v!r} is not an integer") from None
+    if not math.isfinite(f) or f != int(f):
+        raise ConfigError(f"{what}: {key} {v!r} is not an integer")
+    return int(f)
+
+
 def _validate(entry: dict, source: str) -> Region:
+    entry = {k: v for k, v in entry.items() if not _blank(v)}
+    where = f"{source}: region entry {entry!r}"
+    tile = [k for k in _HEALPIX_KEYS if k in entry]
+    order = index = None
+    if tile:
+        if len(tile) == 1:
+            raise ConfigError(f"{where} gives {tile[0]} without {'healpix_index' if tile[0] == 'healpix_order' else 'healpix_order'}")
+        if "ra" in entry or "dec" in entry:
+            raise ConfigError(f"{where}: give either ra/dec (a named field) or healpix_order/healpix_index (a tile), not both")
+        order, index = _int(entry, "healpix_order", where), _int(entry, "healpix_index", where)
+        if not 0 <= order <= MAX_HEALPIX_ORDER:
+            raise ConfigError(f"{where}: healpix_order {order} outside [0, {MAX_HEALPIX_ORDER}]")
+        npix = 12 * 4 ** order
+        if not 0 <= index < npix:
+            raise ConfigError(f"{where}: healpix_index {index} outside [0, {npix}) for order {order}")
+        ra, dec, res_arcmin = healpix_tile(order, index)
+        entry = {"name": f"hpx{order}_{index}", "size_arcmin": res_arcmin, **entry, "ra": ra, "dec": dec}
     missing = [k for k in ("name", "ra", "dec") if k not in entry]
     if missing:
-        raise ConfigError(f"{source}: region entry {entry!r} lacks {missing}")
+        raise ConfigError(f"{where} lacks {missing} (a named field needs name, ra, dec; "
+                          "a HEALPix tile needs healpix_order, healpix_index)")
     name = str(entry["name"])
     try:
         safe_key(name)
@@ -54,24 +120,86 @@ def _validate(entry: dict, source: str) -> Region:
         raise ConfigError(f"{source}: region {name!r} has RA {ra} outside [0, 360)")
     if not (-90.0 <= dec <= 90.0):
         raise ConfigError(f"{source}: region {name!r} has Dec {dec} outside [-90, 90]")
-    known = {"name", "ra", "dec", "size_arcmin", "note"}
-    options = {k: v for k, v in entry.items() if k not in known}
-    return Region(name, ra, dec, float(entry.get("size_arcmin", 4.4)), str(entry.get("note", "")), options)
+    try:
+        size = float(entry.get("size_arcmin", 4.4))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{source}: region {name!r} has non-numeric size_arcmin") from exc
+    if not (size > 0 and math.isfinite(size)):
+        raise ConfigError(f"{source}: region {name!r} has size_arcmin {size}: must be > 0")
+    options = {k: v for k, v in entry.items() if k not in _KNOWN}
+    return Region(name, ra, dec, size, str(entry.get("note", "")), options, order, index)
+
+
+def default_catalog_path() -> Path:
+    """``$ASTRID_REGION_CATALOG``, else regions.yaml / regions.csv in the data root, else the built-in catalog."""
+    env = os.environ.get("ASTRID_REGION_CATALOG")
+    if env:
+        return Path(env).expanduser()
+    root = default_data_root()
+    for name in ("regions.yaml", "regions.yml", "regions.csv"):
+        if (root / name).is_file():
+            return root / name
+    return BUILTIN_CATALOG
+
+
+def catalog_path(path: str | os.PathLike | None = None) -> Path:
+    return Path(path).expanduser() if path else default_catalog_path()
+
+
+def catalog_fingerprint(path: str | os.PathLike | None = None) -> str:
+    """SHA-256 of the catalog file's bytes (sensors use it as a cursor); '' when the file is missing."""
+    p = catalog_path(path)
+    try:
+        return hashlib.sha256(p.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return ""
+
+
+def _entries_from_csv(text: str, p: Path) -> list[dict]:
+    reader = csv.DictReader(io.StringIO(text))
+    cols = [c.strip() for c in (reader.fieldnames or [])]
+    if not cols:
+        raise ConfigError(f"{p}: empty CSV (expected a header with name, ra, dec or healpix_order, healpix_index)")
+    has_field = {"name", "ra", "dec"} <= set(cols)
+    has_tile = set(_HEALPIX_KEYS) <= set(cols)
+    if not (has_field or has_tile):
+        need = sorted({"name", "ra", "dec"} - set(cols))
+        raise ConfigError(f"{p}: CSV lacks columns {need} (or healpix_order, healpix_index for tiles); "
+                          f"it has {cols}")
+    rows = []
+    for i, row in enumerate(reader, start=2):
+        if None in row:
+            raise ConfigError(f"{p}: line {i} has more values than the header has columns")
+        row = {k.strip(): (v.strip() if isinstance(v, str) else v) for k, v in row.items()}
+        if all(_blank(v) for v in row.values()):
+            continue
+        rows.append(row)
+    return rows
 
 
 def load_region_catalog(path: str | os.PathLike | None = None) -> dict[str, Region]:
-    """Read a region catalog YAML; names must be unique and safe as partition keys."""
-    p = Path(path) if path else BUILTIN_CATALOG
+    """Read a region catalog (YAML or CSV); names must be unique and safe as partition keys.
+
+    ``path`` empty: :func:`default_catalog_path`. Every problem raises
+    :class:`ConfigError` naming the file and the entry.
+    """
+    p = catalog_path(path)
     try:
-        doc = yaml.safe_load(p.read_text())
+        text = p.read_text()
     except FileNotFoundError as exc:
         raise ConfigError(f"{p}: region catalog not found") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML ({exc})") from exc
-    if not isinstance(doc, dict) or not isinstance(doc.get("regions"), list):
-        raise ConfigError(f"{p}: expected a mapping with a 'regions' list")
+    if p.suffix.lower() == ".csv":
+        entries = _entries_from_csv(text, p)
+    else:
+        try:
+            doc = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML ({exc})") from exc
+        if not isinstance(doc, dict) or not isinstance(doc.get("regions"), list):
+            raise ConfigError(f"{p}: expected a mapping with a 'regions' list")
+        entries = doc["regions"]
     out: dict[str, Region] = {}
-    for entry in doc["regions"]:
+    for entry in entries:
         if not isinstance(entry, dict):
             raise ConfigError(f"{p}: region entry {entry!r} is not a mapping")
         r = _validate(entry, str(p))

@@ -70,12 +70,23 @@ def write_partitioned(
     partition: Mapping[str, str],
     schema: pa.Schema | None = None,
 ) -> Path:
-    """Write one partition of a catalog atomically; returns the file path."""
+    """Write one partition of a catalog atomically; returns the file path.
+
+    Partition columns are not stored in the file (the hive path holds them), so
+    reading the whole catalog with pandas, polars or DuckDB yields each exactly
+    once; :func:`read_partitioned` adds them back for a single partition.
+    """
+    keys = set(partition)
+    if schema is not None:
+        schema = pa.schema([f for f in schema if f.name not in keys], metadata=schema.metadata)
     if isinstance(table, pd.DataFrame):
+        table = table.drop(columns=[c for c in table.columns if c in keys])
         if schema is None:
             table = pa.Table.from_pandas(table, preserve_index=False)
         else:
             table = to_arrow(table, schema)
+    else:
+        table = table.drop_columns([c for c in table.column_names if c in keys])
     out = partition_dir(root, name, partition) / "part-0.parquet"
     with atomic_path(out) as tmp:
         pq.write_table(table, tmp, compression="zstd")
@@ -86,7 +97,10 @@ def read_partitioned(root: str | os.PathLike, name: str, partition: Mapping[str,
     """Read one partition (or, with ``partition=None``, the whole catalog)."""
     if partition:
         path = partition_dir(root, name, partition) / "part-0.parquet"
-        return pq.read_table(path).to_pandas()
+        df = pq.read_table(path).to_pandas()
+        for k, v in partition.items():
+            df[k] = v
+        return df
     base = Path(root) / "catalogs" / name
     return pq.read_table(base, partitioning="hive").to_pandas()
 
