@@ -20,7 +20,10 @@ from astrid_pipeline.layout import DataLayout
 
 
 #: branch name -> job that materializes it (``astrid run --branches``)
-BRANCH_JOBS = {"sky": "sky_branch_job", "detector": "detector_job", "mmcosmic": "mmcosmic_job"}
+BRANCH_JOBS = {"sky": "sky_branch_job", "detector": "detector_job", "mmcosmic": "mmcosmic_job",
+               "training": "cr_training_job"}
+#: the training branch: simulate patches, train the default model, evaluate (job, partition) in order
+TRAINING_STEPS = [("cr_training_set_job", None), ("cr_training_job", "deepcr"), ("cr_evaluation_job", None)]
 
 
 def _instance(layout: DataLayout):
@@ -72,17 +75,22 @@ def cmd_run(args) -> int:
     if unknown:
         print(f"unknown branches {sorted(unknown)}: choose from {', '.join(BRANCH_JOBS)}", file=sys.stderr)
         return 2
+    plan = []  # (branch, job name, partition key or None, run config)
     for branch in branches:
+        if branch == "training":
+            plan += [(branch, name, key, {}) for name, key in TRAINING_STEPS]
+            continue
         job = defs.resolve_job_def(BRANCH_JOBS[branch])
         keys = regions if branch == "sky" else job.partitions_def.get_partition_keys(dynamic_partitions_store=instance)
-        cfg = run_config if branch == "sky" else {}
-        for key in keys:
-            t0 = time.perf_counter()
-            result = job.execute_in_process(partition_key=key, instance=instance, run_config=cfg, raise_on_error=False)
-            status = "ok" if result.success else "FAILED"
-            if not result.success:
-                failed.append(f"{branch}:{key}")
-            print(f"[{status}] {job.name} partition={key} ({time.perf_counter() - t0:.1f} s)")
+        plan += [(branch, job.name, key, run_config if branch == "sky" else {}) for key in keys]
+    for branch, name, key, cfg in plan:
+        job = defs.resolve_job_def(name)
+        t0 = time.perf_counter()
+        result = job.execute_in_process(partition_key=key, instance=instance, run_config=cfg, raise_on_error=False)
+        status = "ok" if result.success else "FAILED"
+        if not result.success:
+            failed.append(f"{branch}:{name}:{key}")
+        print(f"[{status}] {name}" + (f" partition={key}" if key else "") + f" ({time.perf_counter() - t0:.1f} s)")
     rows = []
     for key in regions:
         p = layout.catalog("candidates", {"region": key})
@@ -94,7 +102,7 @@ def cmd_run(args) -> int:
         print("\n" + pd.DataFrame(rows).to_string(index=False))
     print("\nproducts:")
     for sub in ("sky/raw", "sky/differences", "sky/triplets", "sky/previews", "catalogs/candidates",
-                "catalogs/transient_truth", "detector", "catalogs/ramp_events", "mmcosmic"):
+                "sky/crmask", "catalogs/transient_truth", "detector", "catalogs/ramp_events", "mmcosmic", "models"):
         print(f"  {layout.root / sub}")
     print("\nread the catalog:  python -c \"import pandas as pd; "
           f"print(pd.read_parquet('{layout.catalog_root('candidates')}'))\"")

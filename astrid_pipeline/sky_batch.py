@@ -4,7 +4,7 @@
 chunks (one step each, so the multiprocess or Dask executor runs chunks side
 by side) and runs the sky steps (:mod:`astrid_pipeline.steps.sky`, the same
 functions the sky assets call) region after region inside each chunk. For
-every region it records materializations of the ten sky assets for that
+every region it records materializations of the eleven sky assets for that
 partition, so the asset graph, partition status and staleness in the UI are
 the same as after ``sky_branch_job``. A region that fails is reported and the
 others carry on; the run fails at the end naming the failed regions.
@@ -71,17 +71,14 @@ def process_region(layout, key: str, archive: SkyArchiveResource, catalog) -> tu
         finally:
             science += time.perf_counter() - t0
 
-    pair = timed(archive.fetch_pair, region)
-    acq = timed(steps.acquire, layout, key, pair)
-    aln = timed(steps.align, layout, key)
-    psf = timed(steps.measure_psfs, layout, key)
-    nrm = timed(steps.normalize, layout, key)
-    zog = timed(steps.zogy, layout, key)
-    cla = timed(steps.classic, layout, key)
-    cand = timed(steps.candidates, layout, key)
-    trip = timed(steps.triplets, layout, key)
+    pair = timed(archive.fetch_pair, region, cache_root=str(layout.root / "archive_cache"))
+    r = steps.run_region(layout, key, pair, call=timed)
+    acq, aln, psf, nrm, zog, cla, cand, trip = (r[k] for k in ("acquire", "align", "psf", "normalize", "zogy",
+                                                                  "classic", "candidates", "triplets"))
     meta = {
         "science_image": {"path": str(acq.paths["science"])},
+        "cosmic_ray_mask": {"path": str(r["cosmic_ray_mask"].paths["cosmic_ray_mask"]),
+                            "n_cr_pixels": int(r["cosmic_ray_mask"].metadata.get("n_cr_pixels", 0))},
         "reference_image": {"path": str(acq.paths["reference"])},
         "transient_truth": {"n_injected": int(acq.metadata.get("n_injected", 0))},
         "aligned_reference": {"path": str(aln.paths["aligned_reference"]),

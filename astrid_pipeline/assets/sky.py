@@ -75,7 +75,7 @@ class TripletConfig(Config):
 def sky_exposures(context: AssetExecutionContext, storage: StorageResource, archive: SkyArchiveResource,
                   regions: RegionCatalogResource):
     region = regions.region(context.partition_key)
-    pair = archive.fetch_pair(region)
+    pair = archive.fetch_pair(region, cache_root=str(storage.layout.root / "archive_cache"))
     res = _steps().acquire(storage.layout, region.name, pair)
     common = {"region": region.name, "ra": region.ra, "dec": region.dec, **res.metadata}
     yield MaterializeResult(asset_key="science_image", metadata=to_metadata(
@@ -115,7 +115,8 @@ def aligned_reference(context: AssetExecutionContext, config: AlignmentConfig, s
 
 
 @asset(
-    deps=["aligned_reference"],
+    # cosmic_ray_mask (assets/cosmic_rays.py): when its file exists, CR pixels are bad pixels from here on
+    deps=["aligned_reference", "cosmic_ray_mask"],
     partitions_def=sky_region_partitions,
     group_name="sky_alignment",
     kinds={"fits"},

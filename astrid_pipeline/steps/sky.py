@@ -160,8 +160,9 @@ def acquire(layout: DataLayout, region: str, pair: ArchivePair) -> StepResult:
         for epoch, hdul, source in (("science", pair.science, pair.science_source),
                                     ("reference", pair.reference, pair.reference_source)):
             hdr = hdul[0].header
-            hdr["ARCHIVE"] = (str(pair.provenance.get("archive", "unknown")), "where this image came from")
-            hdr["SRCFILE"] = (Path(str(source)).name[:60], "source")
+            hdr["ARCHIVE"] = (str(pair.provenance.get(f"{epoch}_archive", pair.provenance.get("archive", "unknown"))),
+                              "where this image came from")
+            hdr["SRCFILE"] = Path(str(source)).name[:68]
             hdr["ASTREPCH"] = (epoch, "role in the pair")
             hdr.add_history(f"acquired by astrid-pipeline for region {region} from {source}")
             hdul.writeto(tmps[epoch], output_verify="silentfix")
@@ -237,10 +238,66 @@ def align(layout: DataLayout, region: str, order: str = "bicubic", refine: bool 
     return StepResult({"aligned_reference": out}, qa)
 
 
+def cosmic_ray_mask_path(layout: DataLayout, region: str) -> Path:
+    """Where the science image's cosmic-ray mask lives (written by :func:`cosmic_ray_mask`)."""
+    from astrid_pipeline.layout import safe_key
+
+    return layout.root / "sky" / "crmask" / f"{safe_key(region)}.fits"
+
+
+def _read_cr_mask(layout: DataLayout, region: str, shape) -> np.ndarray | None:
+    """The science CR mask (bool) when one has been made for this region, else None."""
+    p = cosmic_ray_mask_path(layout, region)
+    if not p.exists():
+        return None
+    m = np.asarray(_read_ext(p, "PRIMARY"), bool)
+    if m.shape != tuple(shape):
+        raise InputFileError(p, f"CR mask shape {m.shape} differs from the science image {tuple(shape)}; "
+                                "re-materialize cosmic_ray_mask")
+    return m
+
+
+def cosmic_ray_mask(layout: DataLayout, region: str, checkpoint: str | None = None, method: str = "auto",
+                    threshold: float = 0.5, sigclip: float = 4.5, objlim: float = 5.0, sigfrac: float = 0.3) -> StepResult:
+    """CR mask of the science image: a trained 2-D network if ``checkpoint`` exists, else L.A.Cosmic.
+
+    Writes ``sky/crmask/<region>.fits`` (uint8 mask; a PROB extension with the
+    network's probability when a model was used). The later steps treat the
+    masked pixels as bad, so cosmic rays do not become candidates.
+    """
+    from astrid_pipeline.science.cosmic_rays.masks import detect_cosmic_rays
+
+    sci_p = layout.raw_image(region, "science")
+    sci = read_sky_image(sci_p)
+    gain = _gain(sci.header)
+    rn = sci.header.get("RDNOISE", sci.header.get("READNOIS", 5.0 * gain))
+    try:
+        rn = float(rn)
+    except (TypeError, ValueError):
+        rn = 5.0
+    sat = sci.extras.get("saturate")
+    data = np.where(sci.mask, np.nan, sci.data)  # known bad pixels (bad columns) are not CRs
+    res = detect_cosmic_rays(data, method=method, checkpoint=checkpoint, threshold=threshold, gain=gain,
+                             read_noise=rn / gain,  # RDNOISE is in electrons
+                             saturation=0.98 * sat if sat else None,
+                             lacosmic=dict(sigclip=sigclip, objlim=objlim, sigfrac=sigfrac))
+    exts = [] if res.probability is None else [("PROB", res.probability.astype(np.float32), None)]
+    kw = {"CRMETHOD": (res.method, "model or lacosmic"), "CRNPIX": (res.n_pixels, "pixels flagged"),
+          "CRMODEL": (str(res.info.get("model", "L.A.Cosmic (astroscrappy)")), "detector")}
+    out = write_fits(cosmic_ray_mask_path(layout, region), res.mask.astype(np.uint8), wcs=sci.wcs, extensions=exts,
+                     step="cosmic_ray_mask", inputs=[sci_p], keywords=kw)
+    meta = {"method": res.method, "n_cr_pixels": res.n_pixels, "cr_pixel_fraction": res.n_pixels / res.mask.size,
+            "detector": kw["CRMODEL"][0]}
+    return StepResult({"cosmic_ray_mask": out}, meta)
+
+
 def _pair_inputs(layout: DataLayout, region: str):
     sci_p = layout.raw_image(region, "science")
     al_p = layout.aligned_reference(region)
     sci = read_sky_image(sci_p)
+    cr = _read_cr_mask(layout, region, sci.shape)
+    if cr is not None:  # CR pixels are bad pixels from here on (like bad columns)
+        sci.mask = sci.mask | cr
     hdul = open_fits(al_p)
     try:
         aligned = np.array(hdul[0].data, dtype=np.float64)
@@ -543,3 +600,37 @@ def difference_thumbnail(layout: DataLayout, region: str, size: int = 512) -> Pa
         fig.savefig(tmp, format="png", dpi=max(60, size // 5))
     plt.close(fig)
     return path
+
+
+def default_cr_checkpoint(layout: DataLayout, model: str = "deepcr", checkpoint: str = "",
+                          use_shipped: bool = True) -> str | None:
+    """The CR model to use: an explicit checkpoint, else the trained ``cr_model`` of that name,
+    else the packaged weights (when allowed), else None (L.A.Cosmic)."""
+    if checkpoint:
+        return checkpoint
+    trained = layout.model_dir(f"cr2d_{model}") / "model.pt"
+    if trained.exists():
+        return str(trained)
+    if use_shipped:
+        from astrid_pipeline.ml.weights_path import SHIPPED_WEIGHTS
+
+        if SHIPPED_WEIGHTS.exists():
+            return str(SHIPPED_WEIGHTS)
+    return None
+
+
+def run_region(layout: DataLayout, region: str, pair: ArchivePair, call=None) -> dict[str, StepResult]:
+    """Every sky step for one region, in order, with default settings: the one list of the branch's steps.
+
+    ``call(fn, *args, **kwargs)`` wraps each step (e.g. to time it); the
+    Dagster assets run the same functions one asset at a time.
+    """
+    call = call or (lambda fn, *a, **k: fn(*a, **k))
+    out: dict[str, StepResult] = {}
+    out["acquire"] = call(acquire, layout, region, pair)
+    ck = default_cr_checkpoint(layout)
+    out["cosmic_ray_mask"] = call(cosmic_ray_mask, layout, region, checkpoint=ck, method="model" if ck else "lacosmic")
+    for name, fn in (("align", align), ("psf", measure_psfs), ("normalize", normalize), ("zogy", zogy),
+                     ("classic", classic), ("candidates", candidates), ("triplets", triplets)):
+        out[name] = call(fn, layout, region)
+    return out

@@ -1,0 +1,49 @@
+"""L.A.Cosmic (van Dokkum 2001) through astroscrappy, for single images and sigclip sweeps.
+
+The astroscrappy call itself is the M.M.Cosmic auxiliary detector's
+(:func:`astrid_pipeline.science.mmcosmic.auxiliary._run`); this module only
+chooses parameters. Images are ADU; ``gain`` in e-/ADU, ``read_noise`` in
+ADU, ``saturation`` in ADU (converted to electrons as astroscrappy wants).
+NaN pixels are replaced by the image median before the call and never
+flagged.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from astrid_pipeline.errors import BadShapeError, EmptyDataError
+
+# astroscrappy's own defaults
+DEFAULTS = dict(sigclip=4.5, sigfrac=0.3, objlim=5.0)
+# the paper's sweep: sigclip in [1, 20] with objlim=1, sigfrac=0.1 (Bhavanam et al. 2022, sec. 4.1)
+PAPER_SWEEP = dict(sigfrac=0.1, objlim=1.0)
+DEFAULT_SIGCLIPS = (1.0, 2.0, 3.0, 4.0, 4.5, 5.0, 6.0, 8.0, 10.0, 12.0, 15.0, 20.0)
+
+
+def _prepare(image):
+    img = np.asarray(image, dtype=np.float64)
+    if img.ndim != 2:
+        raise BadShapeError(None, f"L.A.Cosmic needs a 2-D image, got shape {img.shape}")
+    ok = np.isfinite(img)
+    if not ok.any():
+        raise EmptyDataError(None, "image has no finite pixel")
+    return np.where(ok, img, np.median(img[ok])).astype(np.float32), ok
+
+
+def lacosmic_mask(image: np.ndarray, *, gain: float = 1.0, read_noise: float = 5.0, saturation: float = 65535.0,
+                  sigclip: float = 4.5, sigfrac: float = 0.3, objlim: float = 5.0, niter: int = 4) -> np.ndarray:
+    """Boolean CR mask of one ADU image by L.A.Cosmic."""
+    from astrid_pipeline.science.mmcosmic.auxiliary import _run
+
+    img, ok = _prepare(image)
+    kw = dict(sigclip=float(sigclip), sigfrac=float(sigfrac), objlim=float(objlim), gain=float(gain),
+              readnoise=float(read_noise * gain), satlevel=float(saturation * gain), niter=int(niter),
+              sepmed=True, cleantype="meanmask", fsmode="median", verbose=False)
+    mask, _ = _run(img, kw)
+    return mask & ok
+
+
+def sigclip_sweep(image: np.ndarray, sigclips=DEFAULT_SIGCLIPS, **kw) -> list[np.ndarray]:
+    """One mask per ``sigclip`` value (other parameters fixed)."""
+    return [lacosmic_mask(image, sigclip=s, **kw) for s in sigclips]
