@@ -15,7 +15,10 @@ pytest.importorskip("dagster_dask", reason="dagster-dask is not installed (dev e
 def test_sky_batch_job_runs_on_a_local_dask_cluster(tmp_path, monkeypatch):
     home = tmp_path / "dagster_home"  # the Dask executor needs a persistent instance
     home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    # no compute-log capture: its `tail -F` helpers would outlive the test's worker processes
+    (home / "dagster.yaml").write_text(
+        "telemetry:\n  enabled: false\n"
+        "compute_logs:\n  module: dagster._core.storage.noop_compute_log_manager\n  class: NoOpComputeLogManager\n")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     regions = ["M101", "COSMOS"]
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
