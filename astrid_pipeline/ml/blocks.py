@@ -25,6 +25,15 @@ def norm_layer(kind: str, channels: int) -> nn.Module:
     raise ValueError(f"unknown norm {kind!r}: batch, group or none")
 
 
+
+def pad_to_multiple(x: torch.Tensor, m: int) -> torch.Tensor:
+    """Pad the last two axes (bottom/right) up to a multiple of ``m``; callers crop the output back."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % m, (-w) % m
+    if not (ph or pw):
+        return x
+    return F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
+
 class DoubleConv(nn.Sequential):
     """(3x3 conv -> norm -> ReLU) x 2."""
 
@@ -100,10 +109,7 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        m = self.multiple
-        ph, pw = (-h) % m, (-w) % m
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
+        x = pad_to_multiple(x, self.multiple)
         skips = [self.inc(x)]
         for d in self.downs:
             skips.append(d(skips[-1]))

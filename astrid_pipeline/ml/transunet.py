@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .blocks import DoubleConv, Down, Up
+from .blocks import DoubleConv, Down, Up, pad_to_multiple
 
 
 class TransUNet(nn.Module):
@@ -49,10 +49,7 @@ class TransUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        m = self.multiple
-        ph, pw = (-h) % m, (-w) % m
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
+        x = pad_to_multiple(x, self.multiple)
         skips = [self.inc(x)]
         for d in self.downs:
             skips.append(d(skips[-1]))
