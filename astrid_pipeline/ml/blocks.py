@@ -113,7 +113,11 @@ class UNet(nn.Module):
         skips = [self.inc(x)]
         for d in self.downs:
             skips.append(d(skips[-1]))
-        y = skips.pop()
+        y = self.bottleneck(skips.pop())
         for up in self.ups:
             y = up(y, skips.pop())
         return self.outc(y)[..., :h, :w]
+
+    def bottleneck(self, y: torch.Tensor) -> torch.Tensor:
+        """What happens at the lowest level between encoder and decoder (nothing, in a plain U-Net)."""
+        return y

@@ -18,50 +18,34 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .blocks import DoubleConv, Down, Up, pad_to_multiple
+from .blocks import UNet
 
 
-class TransUNet(nn.Module):
+class TransUNet(UNet):
+    """The U-Net of :mod:`.blocks` with a transformer encoder over the lowest-level feature map."""
+
     def __init__(self, hidden: int = 16, depth: int = 2, hidden_dim: int = 60, mlp_dim: int = 64, layers: int = 6,
                  heads: int = 6, norm: str = "group", attention: bool = False, grid: int = 16):
-        super().__init__()
         if hidden_dim % heads:
             raise ValueError(f"hidden_dim {hidden_dim} must be divisible by heads {heads}")
-        self.depth = depth
-        ch = [hidden * 2**i for i in range(depth + 1)]
-        self.inc = DoubleConv(1, ch[0], norm)
-        self.downs = nn.ModuleList([Down(ch[i], ch[i + 1], norm) for i in range(depth)])
-        self.embed = nn.Conv2d(ch[-1], hidden_dim, 1)
+        super().__init__(hidden=hidden, depth=depth, norm=norm, attention=attention)
+        bottom = hidden * 2**depth
+        self.embed = nn.Conv2d(bottom, hidden_dim, 1)
         self.pos = nn.Parameter(torch.zeros(1, hidden_dim, grid, grid))
         nn.init.trunc_normal_(self.pos, std=0.02)
         layer = nn.TransformerEncoderLayer(hidden_dim, heads, dim_feedforward=mlp_dim, dropout=0.0,
                                            activation="gelu", batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(hidden_dim)
-        self.unembed = nn.Sequential(nn.Conv2d(hidden_dim, ch[-1], 3, padding=1), nn.ReLU(inplace=True))
-        self.ups = nn.ModuleList([Up(ch[i + 1], ch[i], ch[i], norm, attention) for i in reversed(range(depth))])
-        self.outc = nn.Conv2d(ch[0], 1, 1)
-        nn.init.constant_(self.outc.bias, -4.0)  # prior: CR pixels are rare (~2 %), so start near p = 0.02
+        self.unembed = nn.Sequential(nn.Conv2d(hidden_dim, bottom, 3, padding=1), nn.ReLU(inplace=True))
 
-    @property
-    def multiple(self) -> int:
-        return 2**self.depth
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        x = pad_to_multiple(x, self.multiple)
-        skips = [self.inc(x)]
-        for d in self.downs:
-            skips.append(d(skips[-1]))
-        z = self.embed(skips.pop())
+    def bottleneck(self, y: torch.Tensor) -> torch.Tensor:
+        z = self.embed(y)
         n, c, gh, gw = z.shape
         pos = F.interpolate(self.pos, size=(gh, gw), mode="bilinear", align_corners=False)
         t = (z + pos).flatten(2).transpose(1, 2)
         t = self.norm(self.encoder(t))
-        y = self.unembed(t.transpose(1, 2).reshape(n, c, gh, gw))
-        for up in self.ups:
-            y = up(y, skips.pop())
-        return self.outc(y)[..., :h, :w]
+        return self.unembed(t.transpose(1, 2).reshape(n, c, gh, gw))
 
 
 def build(hidden: int = 16, depth: int = 2, attention: bool = False, hidden_dim: int = 60, mlp_dim: int = 64,
