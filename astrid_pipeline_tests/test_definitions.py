@@ -14,5 +14,6 @@ def test_definitions_load_and_job_resolves():
         assert node.group_name and node.group_name != "default", key
         assert node.description, key
         assert node.kinds, key
+        assert node.owners, key
     checks = {c.name for c in graph.asset_check_keys}
     assert {"alignment_residual", "scorr_unit_variance", "injected_transient_recovery"} <= checks
