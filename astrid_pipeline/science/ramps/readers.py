@@ -18,6 +18,7 @@ detection never needs the whole cube. Layouts:
 
 from __future__ import annotations
 
+import abc
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,7 @@ WFC3_DQ_SATURATED = 256
 
 
 @dataclass
-class RampSource:
+class RampSource(abc.ABC):
     """Common interface: shape (integrations, groups, rows, cols) and row-block reads."""
 
     path: str | None
@@ -65,8 +66,9 @@ class RampSource:
     def frame_shape(self) -> tuple:
         return self.shape[2:]
 
+    @abc.abstractmethod
     def read_rows(self, r0: int, r1: int, integration: int = 0) -> np.ndarray:
-        raise NotImplementedError
+        """Groups x rows r0:r1 x columns of one integration (float64, in ``unit``)."""
 
     def saturated_rows(self, r0: int, r1: int, integration: int = 0) -> np.ndarray | None:
         """Per-group saturation flags from the file's DQ, when the layout has them."""
