@@ -630,7 +630,11 @@ def run_region(layout: DataLayout, region: str, pair: ArchivePair, call=None) ->
     out["acquire"] = call(acquire, layout, region, pair)
     ck = default_cr_checkpoint(layout)
     out["cosmic_ray_mask"] = call(cosmic_ray_mask, layout, region, checkpoint=ck, method="model" if ck else "lacosmic")
-    for name, fn in (("align", align), ("psf", measure_psfs), ("normalize", normalize), ("zogy", zogy),
-                     ("classic", classic), ("candidates", candidates), ("triplets", triplets)):
+    for name, fn in STEPS_AFTER_MASK:
         out[name] = call(fn, layout, region)
     return out
+
+
+#: the steps after acquisition and the cosmic-ray mask, in order, with their short names
+STEPS_AFTER_MASK = (("align", align), ("psf", measure_psfs), ("normalize", normalize), ("zogy", zogy),
+                    ("classic", classic), ("candidates", candidates), ("triplets", triplets))

@@ -12,6 +12,7 @@ from astrid_pipeline.layout import DataLayout
 from astrid_pipeline.regions import Region
 from astrid_pipeline.resources.archives import RegionCatalogResource, SkyArchiveResource
 from astrid_pipeline_tests.archives.services import install_ps1, install_skyview, ps1_body
+from astrid_pipeline_tests.conftest import assert_decam_result, run_sky_steps
 
 DECAM = {"name": "decam", "ra": 318.108, "dec": -66.016, "science_archive": "skyview", "reference_archive": "ps1",
          "skyview_survey": "DSS2 Red", "ps1_filter": "i"}
@@ -43,13 +44,8 @@ def test_skyview_science_and_ps1_reference_run_through_the_sky_branch(services, 
     layout = DataLayout(tmp_path / "data")
     res = sky.acquire(layout, "decam", pair)
     assert res.metadata["overlap_fraction"] > 0.9
-    for step in (sky.align, sky.measure_psfs, sky.normalize, sky.zogy, sky.classic, sky.candidates):
-        step(layout, "decam")
-    c = read_partitioned(layout.root, "candidates", {"region": "decam"})
-    near = c[np.hypot(c["x"] - 129, c["y"] - 128) < 3]
-    assert len(near) == 1 and near["snr"].iloc[0] > 7 and near["clean"].iloc[0]
-    star = c[np.hypot(c["x"] - 60, c["y"] - 181) < 10]
-    assert not star["clean"].any()
+    run_sky_steps(layout, "decam", until="candidates")
+    assert_decam_result(layout)
 
 
 @pytest.mark.slow

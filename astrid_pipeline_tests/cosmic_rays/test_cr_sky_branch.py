@@ -9,18 +9,15 @@ from astrid_pipeline.io.parquet_io import read_partitioned
 
 @pytest.fixture(scope="module")
 def masked_region(tmp_path_factory, small_pair):
-    from astrid_pipeline.archives.base import ArchivePair
     from astrid_pipeline.layout import DataLayout
     from astrid_pipeline.steps import sky
+    from astrid_pipeline_tests.conftest import run_sky_steps, sim_archive_pair
 
     layout = DataLayout(tmp_path_factory.mktemp("data_cr"))
     region = "M101"
-    pair = ArchivePair(small_pair.science, small_pair.reference, "sim:science", "sim:reference",
-                       small_pair.truth, small_pair.cosmic_rays, {"archive": "simulated"})
-    sky.acquire(layout, region, pair)
+    sky.acquire(layout, region, sim_archive_pair(small_pair))
     res = sky.cosmic_ray_mask(layout, region, method="lacosmic")
-    for step in (sky.align, sky.measure_psfs, sky.normalize, sky.zogy, sky.classic):
-        step(layout, region)
+    run_sky_steps(layout, region, until="classic")
     cand = sky.candidates(layout, region)
     return layout, region, res, cand
 
