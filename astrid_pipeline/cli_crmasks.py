@@ -1,9 +1,18 @@
-"""``astrid-crmasks params.yaml [--output_dir D]``: numina-crmasks parameter files, our M.M.Cosmic.
+"""``astrid-crmasks params.yaml [--output_dir D] [--crmasks FILE]``: numina-crmasks parameter files, our M.M.Cosmic.
 
 Reads a numina-crmasks YAML parameter file (top-level ``images``, ``extnum``,
 ``gain``, ``rnoise``, ``bias`` and the ``requirements`` block), computes the
 cosmic-ray masks and writes numina's output files into ``--output_dir``
 (default: the current directory). Never prompts, never opens a window.
+
+``--crmasks FILE`` reuses the masks of a ``crmasks.fits`` written earlier, as
+numina-crmasks does: nothing is recomputed, the same combinations are made
+with those masks, and only the ``combined_*.fits`` files are written.
+
+When the seeing varies across the stack by more than ``seeing_tolerance``
+(default 20 %) a warning is logged (and written in the headers and in
+``diagnostic_seeing.csv``); ``psf_match: true`` in ``requirements`` matches
+the exposures to the worst seeing first.
 
 Exit status: 0 on success, 2 for a bad parameter file, 1 for unusable input
 files; the message names the parameter or the file.
@@ -37,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="logging level (default INFO)",
     )
     p.add_argument("--no-plots", action="store_true", help="skip the PNG diagnostics")
+    p.add_argument("--crmasks", default=None,
+                   help="crmasks.fits written earlier: apply its masks (no recomputation), write the combinations")
     return p
 
 
@@ -55,7 +66,9 @@ def main(argv=None) -> int:
         if req.ignored:
             log.info("ignoring parameters of methods not used here: %s", ", ".join(req.ignored))
         log.info("crmethod=%s, %d images, output_dir=%s", req.crmethod, len(config.images), args.output_dir)
-        summary = run_config(config, args.output_dir, plots=not args.no_plots)
+        if args.crmasks and not os.path.isfile(args.crmasks):
+            raise ConfigError(f"--crmasks {args.crmasks}: file not found")
+        summary = run_config(config, args.output_dir, plots=not args.no_plots, crmasks=args.crmasks)
     except ConfigError as exc:
         print(f"astrid-crmasks: error: {exc}", file=sys.stderr)
         return 2
@@ -63,11 +76,17 @@ def main(argv=None) -> int:
         print(f"astrid-crmasks: error: {exc}", file=sys.stderr)
         return 1
     c = summary.counts
-    log.info(
-        "MEDIANCR %d px (M.M. only %d, Aux only %d, both %d); MEANCRT %d; MEANCR %d",
-        c["mediancr_pixels"], c["mm_only_pixels"], c["aux_only_pixels"], c["both_pixels"],
-        c["meancrt_pixels"], c["meancr_pixels"],
-    )
+    if summary.reused_masks:
+        log.info("using the masks of %s (not recomputed): MEDIANCR %d px; MEANCRT %d; MEANCR %d",
+                 summary.reused_masks, c["mediancr_pixels"], c["meancrt_pixels"], c["meancr_pixels"])
+    else:
+        log.info(
+            "MEDIANCR %d px (M.M. only %d, Aux only %d, both %d); MEANCRT %d; MEANCR %d",
+            c["mediancr_pixels"], c["mm_only_pixels"], c["aux_only_pixels"], c["both_pixels"],
+            c["meancrt_pixels"], c["meancr_pixels"],
+        )
+    if summary.seeing.get("seeing_warning"):
+        log.warning("WARNING: %s", summary.seeing["seeing_warning"])
     log.info("wrote %d files to %s in %.2f s", len(summary.files), args.output_dir, time.perf_counter() - t0)
     return 0
 

@@ -58,3 +58,42 @@ class NoOverlapError(InputFileError):
 
 class PSFEstimationError(InputFileError):
     """Too few usable stars to measure a PSF."""
+
+
+class NotASkyImageError(BadShapeError):
+    """The file holds something other than a sky image: a time series of pixels (a TESS/Kepler
+    target-pixel file or an astrocut cube), a spectrum, a table."""
+
+
+class AmbiguousImageError(BadShapeError):
+    """The file holds several candidate images (bands of a multi-band cutout) and no option says which
+    one to use; the message lists them."""
+
+
+class ImageTooLargeError(InputFileError):
+    """The header declares more pixels than the configured limit (a header cannot force a huge allocation);
+    the message gives the declared shape, the limit and how to raise it."""
+
+
+class SingularWCSError(NoCelestialWCSError):
+    """The celestial WCS maps pixels onto no sky area: its CD (or PC x CDELT) matrix is singular or not finite."""
+
+
+class UnsafeKeyError(ConfigError):
+    """A name cannot be a partition key: it could escape the data root, or is too long for a file name."""
+
+
+class OutputError(AstridError, OSError):
+    """A product cannot be written (disk full, read-only folder, a file where a folder must be, ...).
+
+    It is an :class:`OSError` too (``errno``, ``strerror``, ``filename`` = the product's path, not the
+    temporary name the writer used), so existing ``except OSError`` handlers keep working.
+    """
+
+    def __init__(self, path: str | os.PathLike, reason: str, errno: int | None = None):
+        self.path = os.fspath(path)
+        self.reason = reason
+        super().__init__(errno if errno is not None else 0, reason, self.path)
+
+    def __str__(self) -> str:
+        return f"{self.path}: cannot write: {self.reason}"

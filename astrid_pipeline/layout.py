@@ -25,14 +25,34 @@ def default_data_root() -> Path:
     return Path.cwd() / "data"
 
 
+#: longest partition key: products are named ``<key>.fits``, ``region=<key>``, and atomic writes add
+#: ``.<name>.tmp-<pid>-<token>``, all within a file system's 255-byte name limit
+MAX_KEY_LENGTH = 128
+
+
 def safe_key(key: str) -> str:
-    """Reject partition keys that could escape the data root (``../x``, ``a/b``)."""
-    if not isinstance(key, str) or not _SAFE_KEY.match(key) or ".." in key:
-        raise ValueError(
-            f"partition key {key!r} is not a safe name: use letters, digits and _ . + - "
+    """Reject partition keys that could escape the data root (``../x``, ``a/b``) or are too long for a file
+    name (more than :data:`MAX_KEY_LENGTH` characters): :class:`~astrid_pipeline.errors.UnsafeKeyError`
+    (a ``ValueError``)."""
+    from astrid_pipeline.errors import UnsafeKeyError
+
+    if not isinstance(key, str):
+        raise UnsafeKeyError(f"partition key {_short(key)} is a {type(key).__name__}, not a string")
+    if len(key) > MAX_KEY_LENGTH:
+        raise UnsafeKeyError(f"partition key {_short(key)} has {len(key)} characters; at most {MAX_KEY_LENGTH} "
+                             "are accepted (products and partitions are named after it)")
+    if not _SAFE_KEY.match(key) or ".." in key:
+        raise UnsafeKeyError(
+            f"partition key {_short(key)} is not a safe name: use letters, digits and _ . + - "
             "(no slashes, no '..')"
         )
     return key
+
+
+def _short(value) -> str:
+    from astrid_pipeline.io.safe_yaml import short
+
+    return short(value, 60)
 
 
 @dataclass(frozen=True)
@@ -46,6 +66,9 @@ class DataLayout:
     # --- sky branch -------------------------------------------------------
     def raw_image(self, region: str, epoch: str) -> Path:
         return self.root / "sky" / "raw" / safe_key(region) / f"{epoch}.fits"
+
+    def cosmic_ray_mask(self, region: str) -> Path:
+        return self.root / "sky" / "crmask" / f"{safe_key(region)}.fits"
 
     def aligned_reference(self, region: str) -> Path:
         return self.root / "sky" / "aligned" / safe_key(region) / "reference_aligned.fits"

@@ -10,7 +10,9 @@ A region is named by its partition key. The catalog is a YAML file with a
   from astropy-healpix and the size defaults to the tile's pixel resolution.
 
 Any other key (e.g. ``science_archive``, ``reference_archive``) is kept in
-``Region.options`` for the resources to read. The built-in catalog lists
+``Region.options`` for the resources to read; keys that name a folder or a file
+(``local_root``, ``science_psf``, ``reference_psf``) are resolved to absolute
+paths relative to the catalog file's folder. The built-in catalog lists
 M101 (SN 2011fe), COSMOS and GOODS-N. Which catalog is read: an explicit
 path, else ``$ASTRID_REGION_CATALOG``, else ``regions.yaml`` / ``regions.csv``
 in the data root, else the built-in one. Keys of the form
@@ -28,9 +30,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from astrid_pipeline.errors import ConfigError
+from astrid_pipeline.io.safe_yaml import short
 from astrid_pipeline.layout import default_data_root, safe_key
 
 BUILTIN_CATALOG = Path(__file__).parent / "resources" / "regions.yaml"
@@ -58,6 +59,10 @@ def adhoc_key(ra: float, dec: float) -> str:
 _HEALPIX_KEYS = ("healpix_order", "healpix_index")
 _KNOWN = {"name", "ra", "dec", "size_arcmin", "note", *_HEALPIX_KEYS}
 MAX_HEALPIX_ORDER = 29
+#: most regions one catalog may list: each becomes a Dagster partition, and the UI slows past tens of thousands
+MAX_CATALOG_REGIONS = 50_000
+#: largest region catalog file read (bytes); checked before reading
+MAX_CATALOG_BYTES = 8 << 20
 
 
 def _blank(v) -> bool:
@@ -76,18 +81,35 @@ def healpix_tile(order: int, index: int) -> tuple[float, float, float]:
 
 def _int(entry: dict, key: str, what: str) -> int:
     v = entry[key]
+    if isinstance(v, bool):
+        raise ConfigError(f"{what}: {key} {short(v)} is not an integer")
+    if isinstance(v, int):
+        return v
     try:
         f = float(v)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{what}: {key} {v!r} is not an integer") from None
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{what}: {key} {short(v)} is not an integer") from None
     if not math.isfinite(f) or f != int(f):
-        raise ConfigError(f"{what}: {key} {v!r} is not an integer")
+        raise ConfigError(f"{what}: {key} {short(v)} is not an integer")
     return int(f)
 
 
-def _validate(entry: dict, source: str) -> Region:
+#: option keys that name a folder or a file, resolved relative to the catalog file
+PATH_KEYS = ("local_root", "science_psf", "reference_psf")
+
+
+def _resolve_paths(options: dict, base_dir: Path | None) -> dict:
+    out = dict(options)
+    for k in PATH_KEYS:
+        if k in out:
+            p = Path(str(out[k]).strip()).expanduser()
+            out[k] = str((p if p.is_absolute() or base_dir is None else base_dir / p).resolve())
+    return out
+
+
+def _validate(entry: dict, source: str, base_dir: Path | None = None) -> Region:
     entry = {k: v for k, v in entry.items() if not _blank(v)}
-    where = f"{source}: region entry {entry!r}"
+    where = f"{source}: region entry {short(entry, 120)}"
     tile = [k for k in _HEALPIX_KEYS if k in entry]
     order = index = None
     if tile:
@@ -107,27 +129,40 @@ def _validate(entry: dict, source: str) -> Region:
     if missing:
         raise ConfigError(f"{where} lacks {missing} (a named field needs name, ra, dec; "
                           "a HEALPix tile needs healpix_order, healpix_index)")
-    name = str(entry["name"])
+    raw_name = entry["name"]
+    if isinstance(raw_name, bool) or not isinstance(raw_name, (str, int)):
+        raise ConfigError(f"{where}: name {short(raw_name)} is a {type(raw_name).__name__}, not a name; "
+                          "write it in quotes")
+    name = str(raw_name)
     try:
         safe_key(name)
     except ValueError as exc:
-        raise ConfigError(f"{source}: {exc}") from exc
+        raise ConfigError(f"{source}: region name: {exc}") from None
     try:
-        ra, dec = float(entry["ra"]), float(entry["dec"])
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{source}: region {name!r} has non-numeric ra/dec") from exc
+        ra, dec = _coordinate(entry["ra"]), _coordinate(entry["dec"])
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{source}: region {name!r} has non-numeric ra/dec "
+                          f"(ra={short(entry['ra'], 40)}, dec={short(entry['dec'], 40)})") from None
     if not (0.0 <= ra < 360.0):
         raise ConfigError(f"{source}: region {name!r} has RA {ra} outside [0, 360)")
     if not (-90.0 <= dec <= 90.0):
         raise ConfigError(f"{source}: region {name!r} has Dec {dec} outside [-90, 90]")
     try:
-        size = float(entry.get("size_arcmin", 4.4))
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{source}: region {name!r} has non-numeric size_arcmin") from exc
+        size = _coordinate(entry.get("size_arcmin", 4.4))
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{source}: region {name!r} has non-numeric size_arcmin "
+                          f"{short(entry.get('size_arcmin'), 40)}") from None
     if not (size > 0 and math.isfinite(size)):
         raise ConfigError(f"{source}: region {name!r} has size_arcmin {size}: must be > 0")
-    options = {k: v for k, v in entry.items() if k not in _KNOWN}
+    options = _resolve_paths({k: v for k, v in entry.items() if k not in _KNOWN}, base_dir)
     return Region(name, ra, dec, size, str(entry.get("note", "")), options, order, index)
+
+
+def _coordinate(v) -> float:
+    """A number from the catalog (a bool is not one)."""
+    if isinstance(v, bool):
+        raise TypeError("a boolean is not a number")
+    return float(v)
 
 
 def default_catalog_path() -> Path:
@@ -183,26 +218,30 @@ def load_region_catalog(path: str | os.PathLike | None = None) -> dict[str, Regi
     ``path`` empty: :func:`default_catalog_path`. Every problem raises
     :class:`ConfigError` naming the file and the entry.
     """
+    from astrid_pipeline.io.safe_yaml import load_yaml_text, read_text_file
+
     p = catalog_path(path)
-    try:
-        text = p.read_text()
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{p}: region catalog not found") from exc
+    if not p.exists():
+        raise ConfigError(f"{p}: region catalog not found")
+    text = read_text_file(p, max_bytes=MAX_CATALOG_BYTES, kind="region catalog")
     if p.suffix.lower() == ".csv":
-        entries = _entries_from_csv(text, p)
-    else:
         try:
-            doc = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: not valid YAML ({exc})") from exc
+            entries = _entries_from_csv(text, p)
+        except csv.Error as exc:
+            raise ConfigError(f"{p}: not a valid CSV file ({str(exc)[:200]})") from None
+    else:
+        doc = load_yaml_text(text, str(p))
         if not isinstance(doc, dict) or not isinstance(doc.get("regions"), list):
             raise ConfigError(f"{p}: expected a mapping with a 'regions' list")
         entries = doc["regions"]
+    if len(entries) > MAX_CATALOG_REGIONS:
+        raise ConfigError(f"{p}: {len(entries)} regions; a catalog of at most {MAX_CATALOG_REGIONS} is accepted "
+                          "(each region is a Dagster partition): split it")
     out: dict[str, Region] = {}
     for entry in entries:
         if not isinstance(entry, dict):
-            raise ConfigError(f"{p}: region entry {entry!r} is not a mapping")
-        r = _validate(entry, str(p))
+            raise ConfigError(f"{p}: region entry {short(entry)} is not a mapping")
+        r = _validate(entry, str(p), p.resolve().parent)
         if r.name in out:
             raise ConfigError(f"{p}: duplicate region name {r.name!r}")
         out[r.name] = r
@@ -213,10 +252,12 @@ def resolve_region(key: str, catalog: dict[str, Region]) -> Region:
     """The region for a partition key: a catalog entry, or an ad-hoc ``ra..._dec...`` key."""
     if key in catalog:
         return catalog[key]
-    m = _ADHOC.match(key)
+    m = _ADHOC.match(key) if isinstance(key, str) and len(key) <= 64 else None
     if m:
         return _validate({"name": key, "ra": float(m["ra"]), "dec": float(m["dec"])}, "partition key")
+    names = sorted(catalog)
+    listed = ", ".join(names[:20]) + (f", ... ({len(names)} in all)" if len(names) > 20 else "")
     raise ConfigError(
-        f"unknown sky region {key!r}: not in the region catalog ({', '.join(sorted(catalog)) or 'empty'}) "
+        f"unknown sky region {short(key, 80)}: not in the region catalog ({listed or 'empty'}) "
         "and not an ad-hoc key like 'ra150.1190_dec+2.2058'"
     )

@@ -39,13 +39,17 @@ def sim_archive_pair(sim):
 
 
 def run_sky_steps(layout, region, until="triplets"):
-    """The sky steps after acquisition (and any CR mask), in the pipeline's order, up to ``until``."""
-    from astrid_pipeline.steps import sky
+    """The sky steps after acquisition and the CR mask, in the step table's order, up to ``until``."""
+    from astrid_pipeline.regions import Region
+    from astrid_pipeline.sky.runner import StepFailedError, run_region
+    from astrid_pipeline.sky.settings import SkySettings
+    from astrid_pipeline.sky.table import SKY_STEPS
 
-    for name, fn in sky.STEPS_AFTER_MASK:
-        fn(layout, region)
-        if name == until:
-            return
+    names = [s.name for s in SKY_STEPS]
+    steps = SKY_STEPS[names.index("align"): names.index(until) + 1]
+    for ev in run_region(layout, Region(region, float("nan"), float("nan")), SkySettings(), steps):
+        if ev.kind == "failed":
+            raise StepFailedError(f"{ev.step.name}: {ev.message}") from ev.error
 
 
 def assert_decam_result(layout, region="decam"):
@@ -65,7 +69,8 @@ def assert_decam_result(layout, region="decam"):
 def processed_region(tmp_path_factory, small_pair):
     """The whole sky branch run by its steps (no Dagster) on the small pair; returns (layout, region)."""
     from astrid_pipeline.layout import DataLayout
-    from astrid_pipeline.steps import sky
+    from astrid_pipeline.sky import products, runner
+    from astrid_pipeline.sky import steps as sky
 
     layout = DataLayout(tmp_path_factory.mktemp("data"))
     region = "M101"

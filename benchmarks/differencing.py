@@ -49,7 +49,8 @@ def main(argv=None) -> int:
     from astrid_pipeline.science.skysim import SurveyConfig, simulate_pair
     from astrid_pipeline.science.stars import detect_sources, match_positions
     from astrid_pipeline.science.zogy import robust_std, source_variance, zogy_difference
-    from astrid_pipeline.steps import sky
+    from astrid_pipeline.sky import products, runner
+    from astrid_pipeline.sky import steps as sky
 
     cfg = SurveyConfig(shape=(args.size, args.size), seed=args.seed, n_supernova=2, n_variable=3, n_nova=1,
                        n_asteroid=0, n_asteroid_trailed=1, n_faint=3)
@@ -68,8 +69,8 @@ def main(argv=None) -> int:
     sky.normalize(layout, region)
     prep_s = time.perf_counter() - t0
 
-    N, R, h = sky._normalized(layout, region)
-    pn, pr = sky._read_psfs(layout, region)
+    N, R, h = products.read_normalized(layout, region)
+    pn, pr = products.read_psfs(layout, region)
     from astropy.io import fits
 
     al_hdr = fits.getheader(layout.aligned_reference(region))

@@ -5,7 +5,11 @@
 - :mod:`.skyview` - SkyView cutouts (DSS2, SDSS, GALEX, 2MASS, WISE) via astroquery
 - :mod:`.ps1` - Pan-STARRS1 image-service cutouts, linearised from the asinh scaling
 - :mod:`.mast` - MAST observations (HST, JWST, PS1, TESS, GALEX) via astroquery
-- :mod:`.http` - retries/backoff/Retry-After, per-host rate limit, verified atomic downloads, cache
+- :mod:`.http` - retries/backoff/Retry-After, deadlines, size limits, safe redirects, verified atomic downloads,
+  cache
+- :mod:`.ratelimit` - the request-rate limit per host, shared by every process using one cache root
+- :mod:`.redact` - ``strip_secrets``: credentials and tokens out of every URL that is stored or logged
+- :mod:`.inventory` - the observation inventory's table
 - :mod:`.select` - per-region, per-epoch choice of archive (region-catalog options)
 """
 

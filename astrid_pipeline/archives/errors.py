@@ -11,12 +11,18 @@ from astrid_pipeline.errors import ConfigError, InputFileError, NotFITSError, Tr
 
 
 class ArchiveError(InputFileError):
-    """An archive request failed; ``path`` is the URL, ``reason`` says why."""
+    """An archive request failed; ``path`` is the URL, ``reason`` says why.
+
+    Both are stripped of credentials and tokens (:func:`~astrid_pipeline.archives.redact.strip_secrets`):
+    the message of an archive error is logged, shown in the UI and stored in the inventory.
+    """
 
     def __init__(self, url: str | None, reason: str, *, status: int | None = None, attempts: int = 1):
+        from astrid_pipeline.archives.redact import strip_secrets
+
         self.status = status
         self.attempts = attempts
-        super().__init__(url, reason)
+        super().__init__(None if url is None else strip_secrets(url), strip_secrets(reason))
 
 
 class PermanentArchiveError(ArchiveError):
@@ -31,8 +37,35 @@ class RetriesExhaustedError(ArchiveError):
     """A transient failure (timeout, connection error, 5xx, 429) lasted through every retry."""
 
 
+class DeadlineExceededError(ArchiveError):
+    """A request (every attempt, redirect, backoff and byte of the body together) ran past ``deadline_s``.
+
+    Not retried: the deadline is the budget of the whole request.
+    """
+
+
+class RedirectError(PermanentArchiveError):
+    """The service redirected somewhere we do not follow."""
+
+
+class RedirectLoopError(RedirectError):
+    """More than ``max_redirects`` redirects (a loop, or a chain too long to be honest)."""
+
+
+class UnsafeRedirectError(RedirectError):
+    """A redirect to a scheme other than http(s) (``file://``, ``ftp://``, ``gopher://`` ...)."""
+
+
 class BadDownloadError(ArchiveError):
     """A download arrived but is not what was asked for (not FITS, truncated, wrong size, no data)."""
+
+
+class DownloadTooLargeError(BadDownloadError):
+    """The body is (or announces itself as) larger than ``max_download_bytes``; refused, never retried."""
+
+
+class BadContentEncodingError(BadDownloadError):
+    """The ``Content-Encoding`` the server declared does not decode (e.g. claims gzip, is not gzip)."""
 
 
 class DownloadNotFITSError(BadDownloadError, NotFITSError):

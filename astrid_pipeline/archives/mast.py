@@ -12,6 +12,12 @@ atomic write, cache).
 Epochs: the science epoch is the newest matching observation, the reference
 the oldest (a different observation), unless the region pins
 ``mast_science_obs_id`` / ``mast_reference_obs_id``.
+
+astroquery runs on our HTTP session (:func:`mast_observations`): every portal
+request gets the policy's timeout, the shared rate limit and the deadline,
+and astroquery's own 600 s portal limit becomes the policy's ``deadline_s``.
+The download cache is looked up before any query: a region whose products
+are cached re-runs with no request, also while MAST is down.
 """
 
 from __future__ import annotations
@@ -22,13 +28,12 @@ from pathlib import Path
 from astrid_pipeline.archives.errors import ArchiveConfigError, BadDownloadError, NoDataError
 from astrid_pipeline.archives.http import DownloadCache, HttpClient, full_url, verify_fits
 from astrid_pipeline.archives.records import (
-    CACHED, DOWNLOADED, SKIPPED, EpochImage, ObservationRecord, describe_image, load_fits, option,
+    CACHED, DOWNLOADED, SKIPPED, EpochImage, ObservationRecord, cache_first, describe_image, load_fits, option,
     stamp_provenance,
 )
 from astrid_pipeline.regions import Region
 
 MAST_DOWNLOAD_URL = "https://mast.stsci.edu/api/v0.1/Download/file"
-MAST_HOST = "mast.stsci.edu"  # the portal queries astroquery makes are rate limited under this host
 FITS_SUFFIXES = (".fits", ".fits.gz", ".fit", ".fts")
 PREVIEW_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif")
 TESS_FFI_GROUPS = {"FFIC", "FFIR", "FFI"}
@@ -76,6 +81,33 @@ def classify_product(row) -> str:
     return ""
 
 
+def mast_observations(http: HttpClient):
+    """An astroquery ``ObservationsClass`` of our own that sends every request through ``http``'s session.
+
+    Not astroquery's module-level singleton (whose settings other code
+    shares): this one's portal and service connections use our session, so
+    each request has ``timeout_s``, the shared rate limit, the deadline watch
+    and the size check; its portal time limit (astroquery's ``TIMEOUT``,
+    600 s by default) is ``deadline_s``. astroquery's response hook, which
+    formats every request's headers (``Authorization`` included) for its
+    debug log, is not on our session.
+    """
+    from astroquery.mast import ObservationsClass
+
+    obs = ObservationsClass()
+    session = http.session
+    for holder in (obs, getattr(obs, "_portal_api_connection", None), getattr(obs, "_service_api_connection", None)):
+        if holder is not None:
+            holder._session = session
+    auth = getattr(obs, "_auth_obj", None)
+    if auth is not None and hasattr(auth, "session"):
+        auth.session = session
+    for conn in (obs._portal_api_connection, getattr(obs, "_service_api_connection", None)):
+        if conn is not None and hasattr(conn, "TIMEOUT"):
+            conn.TIMEOUT = http.policy.deadline_s
+    return obs
+
+
 def _rank(row) -> int:
     group = _s(row["productSubGroupDescription"]).upper()
     return PREFERRED_SUBGROUPS.index(group) if group in PREFERRED_SUBGROUPS else len(PREFERRED_SUBGROUPS)
@@ -86,21 +118,21 @@ class MastArchive:
 
     def __init__(self, http: HttpClient, cache: DownloadCache, *, collection: str = "HST", filters: str = "",
                  instrument: str = "", radius_arcmin: float = 1.0, t_min_mjd: float | None = None,
-                 t_max_mjd: float | None = None, download_url: str = MAST_DOWNLOAD_URL, observations=None):
+                 t_max_mjd: float | None = None, download_url: str = MAST_DOWNLOAD_URL, observations=None,
+                 refresh: bool = False):
         if radius_arcmin <= 0:
             raise ArchiveConfigError(f"MAST search radius {radius_arcmin} arcmin must be positive")
         self.http, self.cache = http, cache
         self.collection, self.filters, self.instrument = collection, filters, instrument
         self.radius_arcmin, self.t_min, self.t_max = float(radius_arcmin), t_min_mjd, t_max_mjd
         self.download_url = download_url
-        self._observations = observations  # an astroquery ObservationsClass; default: astroquery's singleton
+        self.refresh = bool(refresh)  # True: ask MAST even when the region's products are cached
+        self._observations = observations  # an astroquery ObservationsClass; default: one on our session
 
     @property
     def observations(self):
         if self._observations is None:
-            from astroquery.mast import Observations
-
-            self._observations = Observations
+            self._observations = mast_observations(self.http)
         return self._observations
 
     # ------------------------------------------------------------------ query
@@ -133,8 +165,7 @@ class MastArchive:
         radius = float(option(region, "mast_radius_arcmin", self.radius_arcmin))
         what = f"MAST query {crit} within {radius}' of RA={region.ra:.5f} Dec={region.dec:+.5f}"
         obs = self.http.call_with_retries(
-            lambda: self.observations.query_criteria(coordinates=pos, radius=f"{radius / 60.0} deg", **crit), what,
-            host=MAST_HOST)
+            lambda: self.observations.query_criteria(coordinates=pos, radius=f"{radius / 60.0} deg", **crit), what)
         if obs is None or len(obs) == 0:
             raise NoDataError(what, "no observation matches")
         obs = obs[[i for i in range(len(obs)) if _s(obs["obs_id"][i]) != ""]]
@@ -143,7 +174,7 @@ class MastArchive:
 
     def products(self, obs_row):
         what = f"MAST products of observation {_s(obs_row['obs_id'])} (obsid {_s(obs_row['obsid'])})"
-        return self.http.call_with_retries(lambda: self.observations.get_product_list(obs_row), what, host=MAST_HOST)
+        return self.http.call_with_retries(lambda: self.observations.get_product_list(obs_row), what)
 
     def choose_observation(self, obs, region: Region, epoch: str):
         pinned = option(region, f"mast_{epoch}_obs_id")
@@ -161,7 +192,18 @@ class MastArchive:
         return obs[ids.index(wanted)]
 
     # ------------------------------------------------------------------ fetch
+    def query_key(self, region: Region, epoch: str) -> dict:
+        """What identifies this epoch's query (the download-cache key of its resolution)."""
+        return {"region": region.name, "epoch": epoch, "ra": f"{region.ra:.6f}", "dec": f"{region.dec:.6f}",
+                "criteria": self.criteria(region),
+                "radius_arcmin": float(option(region, "mast_radius_arcmin", self.radius_arcmin)),
+                "pinned": str(option(region, f"mast_{epoch}_obs_id", "") or ""), "download_url": self.download_url}
+
     def fetch_epoch(self, region: Region, epoch: str) -> EpochImage:
+        return cache_first(self.cache, self.name, self.query_key(region, epoch), self.download_url,
+                           lambda: self._fetch(region, epoch), refresh=self.refresh)
+
+    def _fetch(self, region: Region, epoch: str) -> EpochImage:
         obs, what = self.query(region)
         row = self.choose_observation(obs, region, epoch)
         products = self.products(row)

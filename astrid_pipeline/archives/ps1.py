@@ -15,6 +15,9 @@ PS1 stacks store ``x = 2.5/ln(10) * asinh((flux - BOFFSET) / (2 * BSOFTEN))``
 ``flux = BOFFSET + 2 * BSOFTEN * sinh(x * ln(10) / 2.5)``. :func:`linearize_ps1`
 applies that, keeps the original keywords as ``PS1BOFF``/``PS1BSOF`` and
 removes ``BOFFSET``/``BSOFTEN`` so no reader applies it twice.
+
+The download cache is looked up before the filename lookup: a region whose
+cutout is cached re-runs with no request, also while the service is down.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from astropy.io import fits
 from astrid_pipeline.archives.errors import ArchiveConfigError, BadDownloadError, NoDataError
 from astrid_pipeline.archives.http import DownloadCache, HttpClient, full_url
 from astrid_pipeline.archives.records import (
-    CACHED, DOWNLOADED, EpochImage, ObservationRecord, describe_image, load_fits, option, stamp_provenance,
+    CACHED, DOWNLOADED, EpochImage, ObservationRecord, cache_first, describe_image, load_fits, option,
+    stamp_provenance,
 )
 from astrid_pipeline.regions import Region
 
@@ -98,7 +102,7 @@ class PS1CutoutArchive:
     name = "ps1"
 
     def __init__(self, http: HttpClient, cache: DownloadCache, *, base_url: str = PS1_URL, filter: str = "r",
-                 size_pixels: int = 240, image_type: str = "stack"):
+                 size_pixels: int = 240, image_type: str = "stack", refresh: bool = False):
         if filter not in PS1_FILTERS or len(filter) != 1:
             raise ArchiveConfigError(f"PS1 filter {filter!r} is not one of {', '.join(PS1_FILTERS)}")
         if not (16 <= size_pixels <= 6000):
@@ -108,6 +112,7 @@ class PS1CutoutArchive:
         self.http, self.cache = http, cache
         self.base_url = base_url.rstrip("/")
         self.filter, self.size, self.image_type = filter, int(size_pixels), image_type
+        self.refresh = bool(refresh)  # True: ask the service even when the region's cutout is cached
 
     def lookup(self, ra: float, dec: float) -> list[dict]:
         url = f"{self.base_url}/ps1filenames.py"
@@ -124,8 +129,14 @@ class PS1CutoutArchive:
         filt = str(option(region, "ps1_filter", self.filter))
         client = self if filt == self.filter else PS1CutoutArchive(
             self.http, self.cache, base_url=self.base_url, filter=filt, size_pixels=self.size,
-            image_type=self.image_type)
-        return client._fetch(region, epoch)
+            image_type=self.image_type, refresh=self.refresh)
+        return cache_first(client.cache, client.name, client.query_key(region, epoch), f"{client.base_url}/fitscut.cgi",
+                           lambda: client._fetch(region, epoch), refresh=client.refresh)
+
+    def query_key(self, region: Region, epoch: str) -> dict:
+        """What identifies this epoch's cutout (the download-cache key of its resolution)."""
+        return {"region": region.name, "epoch": epoch, "base_url": self.base_url, "ra": f"{region.ra:.6f}",
+                "dec": f"{region.dec:.6f}", "filter": self.filter, "type": self.image_type, "size": self.size}
 
     def _fetch(self, region: Region, epoch: str) -> EpochImage:
         rows = self.lookup(region.ra, region.dec)

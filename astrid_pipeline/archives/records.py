@@ -1,6 +1,12 @@
-"""What an archive client hands back for one epoch, and the inventory row that describes it."""
+"""What an archive client hands back for one epoch, and the inventory row that describes it.
+
+URLs and queries in records, FITS provenance keywords and image sources are
+stripped of credentials and tokens (:func:`astrid_pipeline.archives.redact.strip_secrets`).
+"""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import datetime as dt
 import math
@@ -9,7 +15,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from astropy.io import fits
+
+from astrid_pipeline.archives.redact import strip_secrets
+
+if TYPE_CHECKING:  # for annotations only
+    from astropy.io import fits
 
 #: inventory status values
 DOWNLOADED, CACHED, SKIPPED, FAILED = "downloaded", "cached", "skipped", "failed"
@@ -40,12 +50,18 @@ class ObservationRecord:
     query: str = ""
     product: str = ""
 
+    def __post_init__(self):
+        self.url, self.query, self.reason = strip_secrets(self.url), strip_secrets(self.query), \
+            strip_secrets(self.reason)
+
     @property
     def downloaded(self) -> bool:
         return self.status == DOWNLOADED
 
     def to_row(self) -> dict:
         d = asdict(self)
+        for key in ("url", "query", "reason"):  # fields may have been set after construction
+            d[key] = strip_secrets(d[key])
         d["downloaded"] = self.status == DOWNLOADED
         d["cached"] = self.status == CACHED
         d["skipped"] = self.status == SKIPPED
@@ -62,6 +78,9 @@ class EpochImage:
     record: ObservationRecord
     extra_records: list[ObservationRecord] = field(default_factory=list)
 
+    def __post_init__(self):
+        self.source = strip_secrets(self.source)
+
 
 def option(region, key: str, default=None):
     """A region-catalog option, treating a missing key, None and a blank CSV cell alike (-> ``default``)."""
@@ -76,7 +95,13 @@ def utc_now() -> str:
 
 
 def stamp_provenance(path: Path, *, archive: str, url: str, query: str) -> None:
-    """Add provenance keywords to a downloaded FITS in place (the original header is kept)."""
+    """Add provenance keywords to a downloaded FITS in place (the original header is kept).
+
+    ``url`` and ``query`` are stored without credentials or tokens.
+    """
+    from astropy.io import fits
+
+    url, query = strip_secrets(url), strip_secrets(query)
     with fits.open(path, mode="update", memmap=False) as hdul:
         h = hdul[0].header
         h["ARCHSRC"] = (archive, "archive this file was retrieved from")
@@ -91,6 +116,8 @@ def stamp_provenance(path: Path, *, archive: str, url: str, query: str) -> None:
 
 def describe_image(path: Path, record: ObservationRecord) -> ObservationRecord:
     """Fill shape, pixel scale, RA/Dec, exposure, filter and time from the file's own header."""
+    from astropy.io import fits
+
     from astropy.wcs import WCS, FITSFixedWarning
     from astropy.wcs.utils import proj_plane_pixel_scales
 
@@ -138,3 +165,46 @@ def load_fits(path: Path) -> fits.HDUList:
     from astrid_pipeline.io.fits_io import open_fits
 
     return open_fits(path)
+
+
+def recall_epoch(cache, archive: str, key: dict, url: str) -> EpochImage | None:
+    """The epoch a previous run resolved the query ``key`` to, from the download cache (no request), or None.
+
+    ``cache`` is a :class:`astrid_pipeline.archives.http.DownloadCache`; the
+    record keeps the inventory row and the skipped products, so a cached
+    region's inventory reads as it did when it was downloaded (status ``cached``).
+    """
+    hit = cache.recall(archive, key, url)
+    if hit is None:
+        return None
+    path, doc = hit
+    try:
+        rec = ObservationRecord(**doc["record"])
+        extra = [ObservationRecord(**r) for r in doc.get("skipped", [])]
+    except (KeyError, TypeError):  # a record written by another version: ask the service again
+        return None
+    rec.status, rec.file_path = CACHED, str(path)
+    return EpochImage(load_fits(path), rec.url or str(path), rec, extra_records=extra)
+
+
+def cache_first(cache, archive: str, key: dict, url: str, fetch, *, refresh: bool = False) -> EpochImage:
+    """The cached epoch of the query ``key`` (no request), else ``fetch()`` and remember what it resolved to.
+
+    Every network client goes through here, so a region whose products are
+    cached re-runs while the service is down; ``refresh=True`` asks the
+    service anyway (new observations can change the chosen epochs).
+    """
+    if not refresh:
+        cached = recall_epoch(cache, archive, key, url)
+        if cached is not None:
+            return cached
+    image = fetch()
+    remember_epoch(cache, archive, key, image)
+    return image
+
+
+def remember_epoch(cache, archive: str, key: dict, image: EpochImage) -> None:
+    """Record what the query ``key`` resolved to, for :func:`recall_epoch`."""
+    rec = asdict(image.record)
+    cache.remember(archive, key, image.record.file_path,
+                   {"record": rec, "skipped": [asdict(r) for r in image.extra_records]})

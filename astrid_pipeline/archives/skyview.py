@@ -10,6 +10,11 @@ reader. The form requests are wrapped in the same retry rules.
 Images are ``pixels`` x ``pixels`` at ``pixel_scale_arcsec`` (240 x 240 at
 1"/px by default), TAN projection, J2000, linear scaling, centred on the
 region.
+
+astroquery's SkyView client runs on our HTTP session, so its form requests
+get the policy's timeout, rate limit, deadline and size check; astroquery's
+disk cache is off (a stale form or result page is never served). The
+download cache is looked up before any request.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ from pathlib import Path
 from astrid_pipeline.archives.errors import ArchiveConfigError, NoDataError
 from astrid_pipeline.archives.http import DownloadCache, HttpClient
 from astrid_pipeline.archives.records import (
-    CACHED, DOWNLOADED, EpochImage, ObservationRecord, describe_image, load_fits, option, stamp_provenance,
+    CACHED, DOWNLOADED, EpochImage, ObservationRecord, cache_first, describe_image, load_fits, option,
+    stamp_provenance,
 )
 from astrid_pipeline.regions import Region
 
@@ -33,13 +39,14 @@ class SkyViewArchive:
     name = "skyview"
 
     def __init__(self, http: HttpClient, cache: DownloadCache, *, survey: str = "DSS2 Red", pixels: int = 240,
-                 pixel_scale_arcsec: float = 1.0, url: str = SKYVIEW_URL):
+                 pixel_scale_arcsec: float = 1.0, url: str = SKYVIEW_URL, refresh: bool = False):
         if not (16 <= pixels <= 5000):
             raise ArchiveConfigError(f"SkyView image size {pixels} px is outside 16..5000")
         if not (pixel_scale_arcsec > 0):
             raise ArchiveConfigError(f"SkyView pixel scale {pixel_scale_arcsec} arcsec must be positive")
         self.http, self.cache = http, cache
         self.survey, self.pixels, self.scale, self.url = survey, int(pixels), float(pixel_scale_arcsec), url
+        self.refresh = bool(refresh)  # True: ask SkyView even when the region's image is cached
         self._service = None
 
     def service(self):
@@ -48,15 +55,11 @@ class SkyViewArchive:
 
             sv = SkyViewClass()
             sv.URL = self.url
+            sv._session = self.http.session  # timeouts, rate limit, deadline, size check: see the module docstring
             base_request = sv._request
-            timeout = self.http.policy.timeout_s
 
             def request(method, url, *args, **kwargs):
-                # astroquery's SkyView requests have no timeout and use astroquery's disk cache by default:
-                # give every form request our timeout, and never serve a stale form or result page
-                if kwargs.get("timeout") is None:
-                    kwargs["timeout"] = timeout
-                kwargs["cache"] = False
+                kwargs["cache"] = False  # never serve a stale form or result page from astroquery's disk cache
                 return base_request(method, url, *args, **kwargs)
 
             sv._request = request
@@ -96,8 +99,13 @@ class SkyViewArchive:
         key_params = {"survey": survey, "ra": f"{region.ra:.6f}", "dec": f"{region.dec:.6f}",
                       "pixels": self.pixels, "scale": self.scale}
         dest = self.cache.path_for(self.name, self.url, key_params, f"{survey.replace(' ', '_')}.fits")
+        key = {**key_params, "region": region.name, "epoch": epoch, "url": self.url}
+        return cache_first(self.cache, self.name, key, self.url,
+                           lambda: self._fetch(region, epoch, survey, query, dest), refresh=self.refresh)
+
+    def _fetch(self, region: Region, epoch: str, survey: str, query: str, dest: Path) -> EpochImage:
         status, url = CACHED, ""
-        if self.cache.lookup(dest, self.url):
+        if self.cache.lookup(dest, self.url):  # a file cached before resolution records existed
             from astropy.io import fits
 
             url = str(fits.getheader(dest).get("ARCHURL", ""))

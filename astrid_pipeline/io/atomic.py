@@ -49,3 +49,35 @@ def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> Path:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def sweep_orphan_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files that a killed writer left in ``folder`` (their pid is no longer alive).
+
+    Names come from :func:`temporary_sibling` (``.<name>.tmp-<pid>-<token>``); files of live processes
+    (including this one) are left alone. Returns the paths removed.
+    """
+    removed = []
+    d = Path(folder)
+    if not d.is_dir():
+        return removed
+    for p in d.glob(".*.tmp-*"):
+        try:
+            pid = int(p.name.rsplit(".tmp-", 1)[1].split("-", 1)[0])
+        except (IndexError, ValueError):
+            continue
+        if pid != os.getpid() and not _pid_alive(pid):
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError, PermissionError):
+                p.unlink()
+                removed.append(p)
+    return removed

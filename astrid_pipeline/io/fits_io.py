@@ -21,11 +21,13 @@ from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
 from astrid_pipeline.errors import (
+    AmbiguousImageError,
     BadHeaderError,
     BadShapeError,
     EmptyDataError,
     InputFileError,
     NoCelestialWCSError,
+    NotASkyImageError,
     NotFITSError,
     TruncatedFileError,
 )
@@ -35,6 +37,15 @@ from astrid_pipeline.io.atomic import atomic_path
 MASK_EXTENSIONS = ("MASK", "BPM", "DQ")
 #: Extension names preferred for the science pixels.
 SCIENCE_EXTENSIONS = ("SCI", "IMAGE")
+#: Image extensions that travel with a science image but are never the image itself
+AUXILIARY_EXTENSIONS = MASK_EXTENSIONS + (
+    "ERR", "ERROR", "SIGMA", "UNCERT", "RMS", "NOISE", "VAR", "VARIANCE", "IVAR", "INVVAR", "IVM", "WHT", "WEIGHT",
+    "WGT", "VAR_POISSON", "VAR_RNOISE", "VAR_FLAT", "CON", "CTX", "EXP", "EXPMAP", "COVERAGE", "SAMP", "TIME",
+    "SKYFIT", "APERTURE", "PROB", "CRMASK", "OUTSIDE", "BADPIX", "SATMASK", "PSF", "KERNEL")
+#: Keywords describing *when* an image was taken: they belong to the image, never to a WCS copied from another
+TIME_KEYWORDS = ("MJD-OBS", "DATE-OBS", "MJD-AVG", "DATE-AVG", "MJD-BEG", "DATE-BEG", "MJD-END", "DATE-END",
+                 "TSTART", "TSTOP", "MJDREF", "MJDREFI", "MJDREFF", "JDREF", "TIMESYS", "TIMEUNIT", "TREFPOS",
+                 "TELAPSE", "XPOSURE", "TIMEDEL")
 
 PIPELINE_NAME = "astrid-pipeline"
 
@@ -70,7 +81,15 @@ def open_fits(path: str | os.PathLike) -> fits.HDUList:
             warnings.simplefilter("always")
             hdul = fits.open(p, memmap=False, lazy_load_hdus=False)
             for hdu in hdul:
-                _ = hdu.data  # force the read so truncation shows here
+                if hdu.is_image:
+                    _ = hdu.data  # force the read so truncation shows here
+                else:
+                    # tables (an ASCII table after the image, a TESS pixel table) are read only to see that
+                    # the file is complete; a table astropy cannot convert does not make the image unusable
+                    try:
+                        _ = hdu.data
+                    except (TypeError, ValueError, KeyError, IndexError):
+                        pass
         for w in caught:
             if "truncated" in str(w.message).lower():
                 hdul.close()
@@ -89,22 +108,94 @@ def open_fits(path: str | os.PathLike) -> fits.HDUList:
     return hdul
 
 
-def _pick_image_hdu(hdul: fits.HDUList, path, hdu: int | str | None):
+def _table_pixel_columns(h) -> list[str]:
+    """Columns of a binary table whose cells are 2-D images (a time series of pixel stamps)."""
+    out = []
+    if not isinstance(h, fits.BinTableHDU):
+        return out
+    for col in h.columns:
+        dim = col.dim
+        if dim:
+            try:
+                n = len([d for d in str(dim).strip("()").split(",") if d.strip()])
+            except Exception:  # pragma: no cover - malformed TDIM
+                n = 0
+            if n >= 2:
+                out.append(col.name)
+    return out
+
+
+def _describe(i, h) -> str:
+    bits = [f"[{i}]"]
+    if h.name and h.name != "PRIMARY":
+        bits.append(h.name + (f",{h.ver}" if h.ver and h.ver > 1 else ""))
+    for k in ("FILTER", "BAND", "FILTNAM1", "ORIG_FLE"):
+        v = h.header.get(k)
+        if v not in (None, ""):
+            bits.append(f"{k}={str(v).strip()}")
+            break
+    shape = "x".join(str(n) for n in h.data.shape) if h.data is not None else "no data"
+    bits.append(shape)
+    return " ".join(bits)
+
+
+def check_sky_image_file(hdul: fits.HDUList, path) -> None:
+    """Raise :class:`NotASkyImageError` for a time series of pixels (TESS/Kepler target-pixel files,
+    astrocut TESS cube cut-outs): a binary table whose cells are 2-D pixel stamps."""
+    for i, h in enumerate(hdul):
+        cols = _table_pixel_columns(h)
+        if cols:
+            n = h.data.shape[0] if h.data is not None else 0
+            stamp = h.columns[cols[0]].dim
+            tele = str(hdul[0].header.get("TELESCOP", "") or h.header.get("TELESCOP", "")).strip()
+            raise NotASkyImageError(
+                path, f"is a time-series target-pixel file{' (' + tele + ')' if tele else ''}: HDU {i} "
+                      f"({h.name or 'unnamed'}) is a table of {n} cadences whose column(s) {', '.join(cols[:3])} "
+                      f"hold {stamp} pixel stamps, not a sky image; make an image (e.g. a median over "
+                      "cadences) or use a full-frame image instead")
+
+
+def _pick_image_hdu(hdul: fits.HDUList, path, hdu: int | str | None, band: int | None = None):
+    """The HDU holding the science image (see :func:`read_sky_image` for the rules)."""
+    check_sky_image_file(hdul, path)
     if hdu is not None:
         try:
             chosen = hdul[hdu]
         except (KeyError, IndexError) as exc:
-            raise InputFileError(path, f"has no HDU {hdu!r}") from exc
+            names = [_describe(i, h) for i, h in enumerate(hdul)]
+            raise InputFileError(path, f"has no HDU {hdu!r} (HDUs: {'; '.join(names)})") from exc
+        if not chosen.is_image:
+            raise NotASkyImageError(path, f"HDU {hdu!r} is a table, not an image")
         if chosen.data is None:
             raise BadShapeError(path, f"HDU {hdu!r} holds no data")
         return chosen
     for name in SCIENCE_EXTENSIONS:
         if name in hdul and hdul[name].data is not None and hdul[name].is_image:
             return hdul[name]
-    for h in hdul:
-        if h.is_image and h.data is not None and h.data.ndim >= 2 and h.name not in MASK_EXTENSIONS:
-            return h
-    raise BadShapeError(path, "contains no image HDU with 2-D (or higher) data")
+    images = [(i, h) for i, h in enumerate(hdul)
+              if h.is_image and h.data is not None and h.data.ndim >= 2 and h.name.upper() not in AUXILIARY_EXTENSIONS]
+    if not images:
+        if any(not h.is_image for h in hdul):
+            raise NotASkyImageError(path, "holds tables but no image HDU with 2-D (or higher) data")
+        raise BadShapeError(path, "contains no image HDU with 2-D (or higher) data")
+    if images[0][0] == 0 or len(images) == 1:
+        return images[0][1]  # an image in the primary HDU is the image; a single extension image too
+    # several image extensions and an empty primary: bands of a multi-band cut-out
+    shapes = {h.data.shape[-2:] for _, h in images}
+    if band is not None:
+        if not 1 <= int(band) <= len(images):
+            raise AmbiguousImageError(path, f"band={band} is out of range: the file has {len(images)} image "
+                                            f"extensions ({'; '.join(_describe(i, h) for i, h in images)})")
+        return images[int(band) - 1][1]
+    what = "bands of one field" if len(shapes) == 1 else "images"
+    raise AmbiguousImageError(
+        path, f"has {len(images)} image extensions ({what}): {'; '.join(_describe(i, h) for i, h in images)}; "
+              "say which one to use with the image option band (1-based, in this order) or hdu (index or EXTNAME)")
+
+
+def _is_time_axis(header, axis: int) -> bool:
+    ctype = str(header.get(f"CTYPE{axis}", "")).upper()
+    return ctype.startswith(("TIME", "MJD", "JD", "UTC", "TAI", "TT", "TDB", "BJD"))
 
 
 def celestial_data_and_wcs(data: np.ndarray, header: fits.Header, path=None) -> tuple[np.ndarray, WCS]:
@@ -132,10 +223,16 @@ def celestial_data_and_wcs(data: np.ndarray, header: fits.Header, path=None) -> 
             raise BadShapeError(
                 path,
                 f"data have shape {arr.shape}: the non-celestial axes {extra} are not "
-                "degenerate, so this is a cube, not a single sky image",
+                "degenerate, so this is a cube, not a single sky image (for a multi-band cube, the image "
+                "option band picks one plane, 1-based)",
             )
         arr = arr.reshape(arr.shape[-2:])
-    cel = wcs_full.celestial
+    try:
+        cel = wcs_full.celestial
+    except RuntimeError:  # wcslib cannot sub-select some distorted (TPV) WCS with extra axes: read axes 1-2
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            cel = WCS(header, naxis=2)
     lon, lat = wcs_full.wcs.lng, wcs_full.wcs.lat
     if sorted((lon, lat)) != [0, 1]:
         raise BadShapeError(
@@ -148,12 +245,32 @@ def celestial_data_and_wcs(data: np.ndarray, header: fits.Header, path=None) -> 
     return arr, cel
 
 
-def _mask_from(hdul: fits.HDUList, shape) -> np.ndarray | None:
+#: JWST data-quality bits that make a pixel unusable (DO_NOT_USE, SATURATED)
+JWST_BAD_DQ = 1 | 2
+
+
+def _mask_from(hdul: fits.HDUList, shape, header=None, plane: int | None = None) -> np.ndarray | None:
+    """The bad-pixel map (True = bad) from a MASK/BPM/DQ extension of the image's shape.
+
+    DQ flags are bit fields: HST's serious flags are ``SDQFLAGS``, JWST's
+    unusable bits DO_NOT_USE and SATURATED; other masks are bad where non-zero.
+    """
     for name in MASK_EXTENSIONS:
-        if name in hdul and hdul[name].data is not None:
+        if name in hdul and hdul[name].data is not None and hdul[name].is_image:
             m = np.asarray(hdul[name].data)
-            if m.shape[-2:] == tuple(shape):
-                return m.reshape(shape) != 0
+            if plane is not None and m.ndim == 3:
+                m = m[plane]
+            if m.shape[-2:] != tuple(shape) or m.size != int(np.prod(shape)):
+                continue
+            m = m.reshape(shape)
+            if name == "DQ" and m.dtype.kind in "iu":
+                h = header if header is not None else hdul[name].header
+                serious = h.get("SDQFLAGS", hdul[name].header.get("SDQFLAGS"))
+                if serious is not None:
+                    return (m.astype(np.int64) & int(serious)) != 0
+                if str(h.get("TELESCOP", "")).strip().upper() == "JWST":
+                    return (m.astype(np.int64) & JWST_BAD_DQ) != 0
+            return m != 0
     return None
 
 
@@ -161,10 +278,22 @@ def read_sky_image(
     path: str | os.PathLike,
     hdu: int | str | None = None,
     *,
+    band: int | None = None,
     require_exptime: bool = False,
     dtype=np.float64,
 ) -> SkyImage:
     """Read a sky image and validate it.
+
+    The image is, in order: the HDU named by ``hdu``; an ``SCI``/``IMAGE``
+    extension; an image in the primary HDU; the only image extension. A
+    file with several image extensions and an empty primary (a multi-band
+    cut-out) needs ``band`` (1-based) or ``hdu``, else
+    :class:`~astrid_pipeline.errors.AmbiguousImageError` lists them; a cube
+    whose third axis is not degenerate needs ``band`` too (the plane). A
+    time series of pixels (TESS/Kepler target-pixel files, astrocut TESS
+    cut-outs, a cube with a time axis) is a
+    :class:`~astrid_pipeline.errors.NotASkyImageError`. Tables and other
+    non-image HDUs are ignored.
 
     Raises a subclass of :class:`~astrid_pipeline.errors.InputFileError`
     naming ``path`` when the file is not FITS, is truncated, has no
@@ -173,19 +302,46 @@ def read_sky_image(
     """
     hdul = open_fits(path)
     try:
-        chosen = _pick_image_hdu(hdul, path, hdu)
-        header = chosen.header.copy()
-        if chosen is not hdul[0]:
-            # inherit keywords such as EXPTIME/GAIN/DATE-OBS from the primary header
-            for card in hdul[0].header.cards:
-                if card.keyword not in header and card.keyword not in ("", "COMMENT", "HISTORY") \
-                        and not card.keyword.startswith(("NAXIS", "BITPIX", "SIMPLE", "EXTEND")):
-                    header[card.keyword] = (card.value, card.comment)
-        arr, wcs = celestial_data_and_wcs(chosen.data, header, path)
-        data = np.array(arr, dtype=dtype)  # native byte order, a copy
-        mask = _mask_from(hdul, data.shape)
+        return sky_image_from_hdul(hdul, path, hdu, band=band, require_exptime=require_exptime, dtype=dtype)
     finally:
         hdul.close()
+
+
+def sky_image_from_hdul(
+    hdul: fits.HDUList,
+    path,
+    hdu: int | str | None = None,
+    *,
+    band: int | None = None,
+    require_exptime: bool = False,
+    dtype=np.float64,
+) -> SkyImage:
+    """:func:`read_sky_image` on an HDUList already in memory (``path`` names it in errors)."""
+    chosen = _pick_image_hdu(hdul, path, hdu, band if hdu is None else None)
+    header = chosen.header.copy()
+    if chosen is not hdul[0]:
+        # inherit keywords such as EXPTIME/GAIN/DATE-OBS from the primary header
+        for card in hdul[0].header.cards:
+            if card.keyword not in header and card.keyword not in ("", "COMMENT", "HISTORY") \
+                    and not card.keyword.startswith(("NAXIS", "BITPIX", "SIMPLE", "EXTEND")):
+                header[card.keyword] = (card.value, card.comment)
+    raw = chosen.data
+    plane = None
+    if raw.ndim >= 3:
+        extra = [n for n in raw.shape[:-2]]
+        if any(n != 1 for n in extra):
+            if any(_is_time_axis(header, a) for a in range(3, raw.ndim + 1)):
+                raise NotASkyImageError(path, f"data have shape {raw.shape} with a time axis "
+                                              f"(CTYPE3={header.get('CTYPE3')!r}): a time series, not a sky image")
+            if band is not None and raw.ndim == 3:
+                if not 1 <= int(band) <= raw.shape[0]:
+                    raise AmbiguousImageError(path, f"band={band} is out of range: the cube has {raw.shape[0]} "
+                                                    "planes (1-based)")
+                plane = int(band) - 1
+                raw = raw[plane]
+    arr, wcs = celestial_data_and_wcs(raw, header, path)
+    data = np.array(arr, dtype=dtype)  # native byte order, a copy
+    mask = _mask_from(hdul, data.shape, header, plane)
     bad = ~np.isfinite(data)
     if bad.all():
         raise EmptyDataError(path, "every pixel is NaN or infinite")
@@ -199,6 +355,10 @@ def read_sky_image(
     if require_exptime:
         exptime_of(header, path)
     img = SkyImage(data=data, wcs=wcs, header=header, mask=mask, path=os.fspath(path))
+    img.extras["hdu"] = hdul.index_of(chosen)
+    img.extras["hdu_name"] = chosen.name
+    if plane is not None:
+        img.extras["plane"] = plane + 1
     if sat is not None:
         try:
             img.extras["saturate"] = float(sat)
@@ -256,17 +416,18 @@ def write_fits(
     ``keywords`` values may be ``value`` or ``(value, comment)``.
     """
     hdr = fits.Header() if header is None else header.copy()
+    wcs_hdr = None if wcs is None else wcs_header(wcs)
     if wcs is not None:
         for key in list(hdr.keys()):
             if key.startswith(("CD1_", "CD2_", "PC1_", "PC2_", "A_", "B_", "AP_", "BP_", "PV")):
                 del hdr[key]
-        hdr.update(wcs.to_header(relax=True))
+        hdr.update(wcs_hdr)
     cards, history = provenance_cards(step, inputs)
     for k, v, c in cards:
         hdr[k] = (v, c)
     for k, v in (keywords or {}).items():
         if isinstance(v, tuple):
-            hdr[k] = v
+            hdr[k] = (_fits_value(v[0]),) + tuple(v[1:])
         else:
             hdr[k] = _fits_value(v)
     for line in history:
@@ -276,11 +437,29 @@ def write_fits(
     for name, arr, ehdr in extensions:
         e = fits.ImageHDU(data=arr, header=None if ehdr is None else ehdr.copy(), name=name)
         if wcs is not None and arr is not None and arr.ndim == 2 and arr.shape == getattr(data, "shape", None):
-            e.header.update(wcs.to_header(relax=True))
+            e.header.update(wcs_hdr)
         hdus.append(e)
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        # a comment longer than its card is cut to fit: intended, not worth a warning per card
+        warnings.filterwarnings("ignore", message="Card is too long", category=fits.verify.VerifyWarning)
         fits.HDUList(hdus).writeto(tmp, output_verify="silentfix")
     return Path(path)
+
+
+def wcs_header(wcs: WCS) -> fits.Header:
+    """The header cards of a celestial WCS without its time keywords (MJD-OBS, DATE-OBS, ...).
+
+    A WCS object remembers the observation time of the image it came from;
+    copying it onto another epoch's data (the aligned reference, a
+    difference) must not overwrite that image's own time.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        h = wcs.to_header(relax=True)
+    for k in TIME_KEYWORDS:
+        while k in h:
+            del h[k]
+    return h
 
 
 def _fits_value(v):

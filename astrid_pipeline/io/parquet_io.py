@@ -87,6 +87,7 @@ def write_partitioned(
             table = to_arrow(table, schema)
     else:
         table = table.drop_columns([c for c in table.column_names if c in keys])
+    table = with_astropy_metadata(table)  # astropy's Table.read then keeps units and descriptions
     out = partition_dir(root, name, partition) / "part-0.parquet"
     with atomic_path(out) as tmp:
         pq.write_table(table, tmp, compression="zstd")
@@ -113,3 +114,154 @@ def field_units(path: str | os.PathLike) -> dict[str, str]:
         if f.metadata and b"unit" in f.metadata:
             out[f.name] = f.metadata[b"unit"].decode()
     return out
+
+
+# --------------------------------------------------------------------------- astropy and VOTable conventions
+def _unit_and_description(f: pa.Field) -> tuple[str, str]:
+    md = f.metadata or {}
+    return md.get(b"unit", b"").decode(), md.get(b"description", b"").decode()
+
+
+def astropy_metadata(table: pa.Table) -> dict[str, str]:
+    """Schema metadata that ``astropy.table.Table.read(<file>.parquet)`` reads units and descriptions from.
+
+    astropy's own Parquet writer stores an ECSV-style YAML header under the
+    ``table_meta_yaml`` key (one ``datatype`` entry per column with ``unit``
+    and ``description``) and each string column's length under
+    ``table::len::<name>``; this builds the same keys from the units and
+    descriptions in the table's field metadata, so a catalog written by
+    :func:`write_partitioned` keeps its units in astropy without project code.
+    """
+    import warnings
+
+    from astropy.table import Column as AColumn
+    from astropy.table import Table
+    from astropy.table import meta as ameta
+    from astropy.units import UnitsWarning
+
+    cols = []
+    out: dict[str, str] = {}
+    for f in table.schema:
+        unit, desc = _unit_and_description(f)
+        if pa.types.is_string(f.type) or pa.types.is_large_string(f.type) or pa.types.is_dictionary(f.type):
+            values = [v for v in table.column(f.name).to_pylist() if v is not None]
+            n = max([len(str(v)) for v in values] + [1])
+            out[f"table::len::{f.name}"] = str(n)
+            dtype = f"U{n}"
+        elif pa.types.is_boolean(f.type):
+            dtype = "bool"
+        else:
+            try:
+                dtype = np.dtype(f.type.to_pandas_dtype())
+            except (NotImplementedError, TypeError):
+                continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UnitsWarning)
+            cols.append(AColumn(np.zeros(0, dtype=dtype), name=f.name, unit=unit or None, description=desc or None))
+    out["table_meta_yaml"] = "\n".join(ameta.get_yaml_from_table(Table(cols)))
+    return out
+
+
+def with_astropy_metadata(table: pa.Table) -> pa.Table:
+    """``table`` with :func:`astropy_metadata` merged into its schema metadata."""
+    md = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+    md.update(astropy_metadata(table))
+    return table.replace_schema_metadata(md)
+
+
+def read_catalog_table(path: str | os.PathLike, columns: Sequence[str] | None = None):
+    """A Parquet file or a hive-partitioned catalog folder as an :class:`astropy.table.Table` with units.
+
+    Units and descriptions come from the field metadata (written by
+    :func:`make_schema`), so this reads files written before astropy's
+    ``table_meta_yaml`` was added too. Partition columns (from the folder
+    names) are plain strings.
+    """
+    import warnings
+
+    from astropy.table import Table
+    from astropy.units import UnitsWarning
+
+    p = Path(path)
+    if p.is_dir():
+        at = pq.read_table(p, partitioning="hive", columns=list(columns) if columns else None)
+    else:
+        at = pq.read_table(p, columns=list(columns) if columns else None)
+    t = Table()
+    for f in at.schema:
+        col = at.column(f.name)
+        if pa.types.is_dictionary(f.type):
+            col = col.cast(pa.string())
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            values = np.array([("" if v is None else v) for v in col.to_pylist()], dtype=str)
+        else:
+            values = col.to_numpy(zero_copy_only=False)
+        unit, desc = _unit_and_description(f)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UnitsWarning)
+            t[f.name] = values
+            if unit:
+                t[f.name].unit = unit
+        if desc:
+            t[f.name].description = desc
+    return t
+
+
+#: numpy types VOTable cannot hold, and what they are written as (VOTable 1.4 has no signed 8-bit integer)
+VOTABLE_UPCAST = {np.dtype("int8"): np.dtype("int16"), np.dtype("uint16"): np.dtype("int32"),
+                  np.dtype("uint32"): np.dtype("int64")}
+
+
+def write_votable(table, path: str | os.PathLike, name: str = "catalog") -> Path:
+    """Write a catalog (astropy Table, pandas DataFrame, pyarrow Table, or a Parquet path) as a VOTable, atomically.
+
+    Units and descriptions are kept; integer types VOTable lacks are widened
+    (:data:`VOTABLE_UPCAST`: the int8 ``sign`` column becomes int16);
+    categorical / dictionary columns become strings.
+    """
+    import warnings
+
+    from astropy.io.votable import from_table
+    from astropy.io.votable.exceptions import VOWarning
+    from astropy.table import Table
+    from astropy.units import UnitsWarning
+
+    if isinstance(table, (str, os.PathLike)):
+        t = read_catalog_table(table)
+    elif isinstance(table, pa.Table):
+        at = table
+        t = Table()
+        for f in at.schema:
+            col = at.column(f.name)
+            if pa.types.is_dictionary(f.type):
+                col = col.cast(pa.string())
+            vals = (np.array([("" if v is None else v) for v in col.to_pylist()], dtype=str)
+                    if pa.types.is_string(col.type) else col.to_numpy(zero_copy_only=False))
+            t[f.name] = vals
+            unit, desc = _unit_and_description(f)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UnitsWarning)
+                if unit:
+                    t[f.name].unit = unit
+            if desc:
+                t[f.name].description = desc
+    elif isinstance(table, pd.DataFrame):
+        df = table.copy()
+        for c in df.columns:
+            if isinstance(df[c].dtype, pd.CategoricalDtype) or df[c].dtype == object:
+                df[c] = df[c].astype(str)
+        t = Table.from_pandas(df)
+    else:
+        t = Table(table, copy=True)
+    for c in t.colnames:
+        dt = t[c].dtype
+        if dt in VOTABLE_UPCAST:
+            t[c] = t[c].astype(VOTABLE_UPCAST[dt])
+        elif dt.kind == "O":
+            t[c] = t[c].astype(str)
+    vot = from_table(t, table_id=name)
+    with atomic_path(path) as tmp:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", (VOWarning, UnitsWarning))
+            vot.to_xml(str(tmp))
+    return Path(path)

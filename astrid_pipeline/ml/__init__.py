@@ -1,4 +1,5 @@
-"""Torch models for 2-D cosmic-ray segmentation, their losses, training and tiled inference.
+"""Torch models: 2-D cosmic-ray segmentation (losses, training, tiled inference, the family trained
+side by side by :mod:`.cr_family`) and the real/bogus triplet classifier (:mod:`.realbogus`).
 
 Importing this package does not import torch: each module imports it inside
 its functions or is itself imported lazily (``from astrid_pipeline.ml import

@@ -2,6 +2,9 @@
 
 Loading uses ``torch.load(weights_only=True)``: only tensors and plain
 Python values are read, never pickled code.
+:func:`astrid_pipeline.ml.weights_path.file_sha256` names a checkpoint by
+its bytes (the CRMDSHA header keyword holds its first ``SHA_PREFIX`` hex
+digits).
 """
 
 from __future__ import annotations
@@ -31,10 +34,17 @@ def save_checkpoint(path: str | os.PathLike, model, spec: ModelSpec, extra: dict
 
 
 def load_checkpoint(path: str | os.PathLike):
-    """(model in eval mode, spec, payload) from a checkpoint; :class:`CheckpointError` if unusable."""
-    import torch
+    """(model in eval mode, spec, payload) from a checkpoint; :class:`CheckpointError` if unusable.
 
+    Without torch installed this is a :class:`CheckpointError` that says so,
+    not a bare ``ModuleNotFoundError``.
+    """
     p = Path(path)
+    try:
+        import torch
+    except ImportError as exc:
+        raise CheckpointError(p, f"cannot be loaded: torch is not installed ({exc}); install torch or use "
+                                 "L.A.Cosmic (method=lacosmic)") from None
     if not p.is_file():
         raise CheckpointError(p, "no such checkpoint file (train one with the cr_model asset, or use LA-Cosmic)")
     try:

@@ -1,12 +1,24 @@
-"""WCS alignment of a reference image onto a science image's pixel grid.
+"""WCS alignment of a reference image onto a science image's pixel grid, with one interpolation.
 
-The reference is resampled by its celestial WCS (any projection, TAN-SIP and
-TPV distortions, equatorial or galactic frames: astropy's WCS and the
-``reproject`` package do the coordinate work) with bicubic interpolation.
-The residual misalignment is then measured on stars matched between the
-science image and the aligned reference; when it is significant a
-sub-pixel shift removes it (WCS zero points of different surveys often
-disagree by a fraction of a pixel).
+1. The residual offset between the two WCS solutions is measured *before*
+   any resampling: stars are detected in the reference on its own grid,
+   their positions are mapped through both WCS onto the science grid and
+   matched with the science image's stars (WCS zero points of different
+   surveys often disagree by a fraction of a pixel).
+2. When the offset is significant it is folded into the pixel mapping
+   (science pixel -> reference pixel, through the celestial WCS: any
+   projection, TAN-SIP and TPV distortions, equatorial or galactic frames,
+   via astropy's ``pixel_to_pixel`` as ``reproject`` does).
+3. The reference, its masks and its error map are resampled once with that
+   mapping (``scipy.ndimage.map_coordinates``; bicubic spline by default).
+   Resampling twice would correlate the noise twice (Fruchter & Hook 2002,
+   PASP 114, 144).
+4. The residual is measured again on the aligned product for the QA
+   keywords (no further resampling).
+
+Computing the mapping (:func:`pixel_mapping`) and resampling with it
+(:func:`resample`, :func:`resample_mask`) are separate so the mapping can be
+reused and computed more cheaply later.
 """
 
 from __future__ import annotations
@@ -33,7 +45,9 @@ class AlignmentResult:
     rms_x: float = float("nan")
     rms_y: float = float("nan")
     n_matched: int = 0
-    shift_applied: tuple[float, float] = (0.0, 0.0)
+    shift_applied: tuple[float, float] = (0.0, 0.0)  # residual WCS offset folded into the mapping (pix)
+    native: dict | None = None  # the offset measured before resampling (dx, dy, rms, n)
+    variance: np.ndarray | None = None  # the reference's error map squared, resampled with the same mapping
 
     def qa(self) -> dict:
         return dict(footprint_fraction=self.footprint_fraction, residual_dx=self.dx, residual_dy=self.dy,
@@ -57,13 +71,118 @@ def overlap_fraction(wcs_a: WCS, shape_a: tuple[int, int], wcs_b: WCS, shape_b: 
     return float(inside.mean())
 
 
+ORDERS = {"nearest-neighbor": 0, "nearest": 0, "bilinear": 1, "biquadratic": 2, "bicubic": 3}
+
+
+def _order(order) -> int:
+    if isinstance(order, (int, np.integer)):
+        return int(order)
+    try:
+        return ORDERS[str(order)]
+    except KeyError:
+        raise ValueError(f"interpolation order {order!r} is not one of {sorted(ORDERS)}") from None
+
+
+def pixel_mapping(target_wcs: WCS, target_shape: tuple[int, int], source_wcs: WCS,
+                  offset: tuple[float, float] = (0.0, 0.0), rows_per_block: int = 256) -> np.ndarray:
+    """For each target pixel, the (y, x) source-pixel coordinates that land on it; shape (2, ny, nx).
+
+    ``offset`` = (dx, dy) is a measured residual in target pixels (where a
+    star of the source appears in the target, minus where the WCS predicts
+    it): target pixel (x, y) takes the source at the WCS image of
+    (x - dx, y - dy). Positions the source WCS cannot represent (beyond a
+    projection's limb, or not round-tripping to within a pixel, as in
+    ``reproject``) are NaN. Computed in row blocks to bound memory.
+    """
+    import warnings
+
+    from astropy.wcs.utils import pixel_to_pixel
+
+    ny, nx = target_shape
+    out = np.empty((2, ny, nx), dtype=np.float64)
+    dx, dy = float(offset[0]), float(offset[1])
+    xs = np.arange(nx, dtype=np.float64) - dx
+    for y0 in range(0, ny, rows_per_block):
+        y1 = min(ny, y0 + rows_per_block)
+        yy, xx = np.meshgrid(np.arange(y0, y1, dtype=np.float64) - dy, xs, indexing="ij")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                sx, sy = pixel_to_pixel(target_wcs, source_wcs, xx.ravel(), yy.ravel())
+                bx, by = pixel_to_pixel(source_wcs, target_wcs, sx, sy)
+            except Exception:  # a projection that cannot represent these positions at all
+                sx = sy = np.full(xx.size, np.nan)
+                bx = by = sx
+        sx, sy = np.array(sx, float), np.array(sy, float)
+        bad = ~(np.abs(np.asarray(bx) - xx.ravel()) <= 1) | ~(np.abs(np.asarray(by) - yy.ravel()) <= 1)
+        sx[bad] = np.nan
+        sy[bad] = np.nan
+        out[0, y0:y1] = sy.reshape(yy.shape)
+        out[1, y0:y1] = sx.reshape(xx.shape)
+    return out
+
+
+def _inside(mapping: np.ndarray, shape) -> np.ndarray:
+    sy, sx = mapping
+    with np.errstate(invalid="ignore"):
+        return (sx >= -0.5) & (sx <= shape[1] - 0.5) & (sy >= -0.5) & (sy <= shape[0] - 0.5)
+
+
+def _sample(data: np.ndarray, mapping: np.ndarray, order: int) -> np.ndarray:
+    from scipy import ndimage
+
+    shape = data.shape
+    coords = np.nan_to_num(mapping, nan=-10.0)
+    # the half-pixel border beyond the outer pixel centres takes the edge value (as reproject does)
+    coords[0] = np.where((coords[0] >= -0.5) & (coords[0] < 0), 0.0, coords[0])
+    coords[0] = np.where((coords[0] > shape[0] - 1) & (coords[0] <= shape[0] - 0.5), shape[0] - 1, coords[0])
+    coords[1] = np.where((coords[1] >= -0.5) & (coords[1] < 0), 0.0, coords[1])
+    coords[1] = np.where((coords[1] > shape[1] - 1) & (coords[1] <= shape[1] - 0.5), shape[1] - 1, coords[1])
+    return ndimage.map_coordinates(data, coords, order=order, mode="nearest", prefilter=order > 1)
+
+
+def resample(data: np.ndarray, mapping: np.ndarray, bad: np.ndarray | None = None, order="bicubic"):
+    """Resample ``data`` with a :func:`pixel_mapping`; returns (image, invalid, outside).
+
+    Bad and non-finite input pixels are filled with the median before the
+    spline (a NaN would spread through the whole spline), and every output
+    pixel they contribute to is invalid. ``outside`` marks target pixels
+    beyond the source footprint. Invalid pixels are NaN in the image.
+    """
+    arr = np.asarray(data, dtype=np.float64)
+    bad_in = ~np.isfinite(arr)
+    if bad is not None:
+        bad_in |= np.asarray(bad, bool)
+    fill = float(np.median(arr[~bad_in])) if (~bad_in).any() else 0.0
+    out = _sample(np.where(bad_in, fill, arr), mapping, _order(order))
+    outside = ~_inside(mapping, arr.shape)
+    invalid = outside.copy()
+    if bad_in.any():
+        invalid |= resample_mask(bad_in, mapping)
+    out[invalid] = np.nan
+    return out, invalid, outside
+
+
+def resample_mask(mask: np.ndarray, mapping: np.ndarray) -> np.ndarray:
+    """A boolean map carried onto the target grid: True wherever a True input pixel contributes (bilinear)."""
+    m = np.asarray(mask, np.float32)
+    out = _sample(m, mapping, 1)
+    return (out > 0.01) & _inside(mapping, m.shape)
+
+
+def resample_variance(variance: np.ndarray, mapping: np.ndarray) -> np.ndarray:
+    """A variance map on the target grid (bilinear, so it stays positive; NaN outside)."""
+    v = np.asarray(variance, np.float64)
+    ok = np.isfinite(v)
+    fill = float(np.median(v[ok])) if ok.any() else 0.0
+    out = _sample(np.where(ok, v, fill), mapping, 1)
+    out[~_inside(mapping, v.shape)] = np.nan
+    return out
+
+
 def reproject_mask(mask: np.ndarray, wcs_in: WCS, wcs_out: WCS, shape_out: tuple[int, int]) -> np.ndarray:
     """A boolean map carried onto another grid: True wherever a True input pixel contributes."""
-    from reproject import reproject_interp
-
-    out, _ = reproject_interp((np.asarray(mask, np.float32), wcs_in), wcs_out, shape_out=shape_out,
-                              order="bilinear", return_footprint=True)
-    return np.nan_to_num(out, nan=0.0) > 0.01
+    return resample_mask(mask, pixel_mapping(wcs_out, shape_out, wcs_in))
 
 
 def reproject_image(
@@ -75,8 +194,10 @@ def reproject_image(
     order: str = "bicubic",
     path: str | None = None,
     min_overlap: float = 0.01,
+    offset: tuple[float, float] = (0.0, 0.0),
+    mapping: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
-    """Resample ``data`` onto the grid of ``wcs_out``.
+    """Resample ``data`` onto the grid of ``wcs_out`` (one interpolation).
 
     Returns (image, invalid mask, overlap fraction, outside-footprint mask).
 
@@ -84,19 +205,9 @@ def reproject_image(
     are invalid in the output. Raises :class:`NoOverlapError` naming ``path``
     when less than ``min_overlap`` of the output grid is covered.
     """
-    from reproject import reproject_interp
-
-    arr = np.asarray(data, dtype=np.float64)
-    bad_in = ~np.isfinite(arr)
-    if bad is not None:
-        bad_in |= np.asarray(bad, bool)
-    filled = np.where(bad_in, 0.0, arr)
-    out, footprint = reproject_interp((filled, wcs_in), wcs_out, shape_out=shape_out, order=order,
-                                      return_footprint=True)
-    outside = (footprint <= 0) | ~np.isfinite(out)
-    invalid = outside.copy()
-    if bad_in.any():
-        invalid |= reproject_mask(bad_in, wcs_in, wcs_out, shape_out)
+    if mapping is None:
+        mapping = pixel_mapping(wcs_out, shape_out, wcs_in, offset)
+    out, invalid, outside = resample(data, mapping, bad, order)
     frac = float((~invalid).mean())
     if frac < min_overlap:
         raise NoOverlapError(
@@ -104,8 +215,43 @@ def reproject_image(
             f"the image does not overlap the target grid (covers {100 * frac:.2f}% of it; "
             f"at least {100 * min_overlap:.0f}% is needed)",
         )
-    out = np.where(invalid, np.nan, out)
     return out, invalid, frac, outside
+
+
+def _clean_stars(cat, saturation):
+    if len(cat) == 0:
+        return cat
+    keep = cat["flag"] == 0
+    if saturation is not None:
+        keep &= cat["peak"] < 0.7 * saturation
+    return cat[keep].copy()
+
+
+def star_positions(image: np.ndarray, rms: float, mask: np.ndarray | None = None, threshold: float = 15.0,
+                   saturation: float | None = None):
+    """Clean, unsaturated stars of a background-subtracted image with windowed (sub-pixel) centroids."""
+    import sep
+
+    from astrid_pipeline.science.background import as_sep_array
+
+    cat = _clean_stars(detect_sources(image, rms, threshold=threshold, mask=mask), saturation)
+    if len(cat):
+        sig = np.clip(2.0 / 2.3548 * np.sqrt(cat["a"].values * cat["b"].values) * 1.2, 0.8, 5)
+        xw, yw, fl = sep.winpos(as_sep_array(np.nan_to_num(image)), cat["x"].values, cat["y"].values, sig)
+        ok = fl == 0
+        cat.loc[ok, "x"] = xw[ok]
+        cat.loc[ok, "y"] = yw[ok]
+    return cat
+
+
+def _offset_stats(ddx, ddy) -> dict:
+    dx, dy = float(np.median(ddx)), float(np.median(ddy))
+    rx = 1.4826 * float(np.median(np.abs(ddx - dx)))
+    ry = 1.4826 * float(np.median(np.abs(ddy - dy)))
+    return dict(dx=dx, dy=dy, rms=float(np.hypot(rx, ry)), rms_x=rx, rms_y=ry, n=int(len(ddx)))
+
+
+_NO_MATCH = dict(dx=0.0, dy=0.0, rms=float("nan"), rms_x=float("nan"), rms_y=float("nan"), n=0)
 
 
 def measure_offsets(
@@ -118,40 +264,65 @@ def measure_offsets(
     radius: float = 2.0,
     saturation: float | None = None,
 ) -> dict:
-    """Median offset and rms (pixels) of stars matched between two background-subtracted images."""
-    s = detect_sources(science, sci_rms, threshold=threshold, mask=mask)
-    r = detect_sources(reference, ref_rms, threshold=threshold, mask=mask)
-    def clean(cat):
-        if len(cat) == 0:
-            return cat
-        keep = cat["flag"] == 0
-        if saturation is not None:
-            keep &= cat["peak"] < 0.7 * saturation
-        return cat[keep].copy()
-
-    s, r = clean(s), clean(r)
+    """Median offset and rms (pixels) of stars matched between two background-subtracted images on one grid."""
+    s = star_positions(science, sci_rms, mask, threshold, saturation)
+    r = star_positions(reference, ref_rms, mask, threshold, saturation)
     if len(s) == 0 or len(r) == 0:
-        return dict(dx=0.0, dy=0.0, rms=float("nan"), rms_x=float("nan"), rms_y=float("nan"), n=0)
-    if len(s):
-        import sep
-
-        from astrid_pipeline.science.background import as_sep_array
-
-        for cat, img in ((s, science), (r, reference)):
-            sig = np.clip(2.0 / 2.3548 * np.sqrt(cat["a"].values * cat["b"].values) * 1.2, 0.8, 5)
-            xw, yw, fl = sep.winpos(as_sep_array(np.nan_to_num(img)), cat["x"].values, cat["y"].values, sig)
-            ok = fl == 0
-            cat.loc[ok, "x"] = xw[ok]
-            cat.loc[ok, "y"] = yw[ok]
+        return dict(_NO_MATCH)
     i, j, _ = match_positions(s["x"], s["y"], r["x"], r["y"], radius)
     if len(i) == 0:
-        return dict(dx=0.0, dy=0.0, rms=float("nan"), rms_x=float("nan"), rms_y=float("nan"), n=0)
-    ddx = s["x"].values[i] - r["x"].values[j]
-    ddy = s["y"].values[i] - r["y"].values[j]
-    dx, dy = float(np.median(ddx)), float(np.median(ddy))
-    rx = 1.4826 * float(np.median(np.abs(ddx - dx)))
-    ry = 1.4826 * float(np.median(np.abs(ddy - dy)))
-    return dict(dx=dx, dy=dy, rms=float(np.hypot(rx, ry)), rms_x=rx, rms_y=ry, n=int(len(i)))
+        return dict(_NO_MATCH)
+    return _offset_stats(s["x"].values[i] - r["x"].values[j], s["y"].values[i] - r["y"].values[j])
+
+
+def native_offset(
+    ref_data: np.ndarray,
+    ref_wcs: WCS,
+    target_image: np.ndarray,
+    target_wcs: WCS,
+    ref_bad: np.ndarray | None = None,
+    target_bad: np.ndarray | None = None,
+    threshold: float = 15.0,
+    saturation: float | None = None,
+    radius: float = 3.0,
+) -> dict:
+    """Residual WCS offset measured without resampling: (dx, dy) = science position - WCS-mapped reference position.
+
+    Stars are detected on each image's own grid; the reference positions are
+    mapped through both WCS onto the target grid; a first match within
+    ``radius`` gives the median offset, a second match within 1.5 pixels of
+    the offset-corrected positions gives the final median and rms.
+    """
+    import warnings
+
+    from astropy.wcs.utils import pixel_to_pixel
+
+    from astrid_pipeline.science.background import estimate_background
+
+    def stars(img, bad, sat):
+        b = np.zeros(np.shape(img), bool) if bad is None else np.asarray(bad, bool)
+        b = b | ~np.isfinite(img)
+        bk = estimate_background(img, b)
+        return star_positions(np.where(b, 0.0, img - bk.level), bk.global_rms, b, threshold, sat)
+
+    r = stars(np.asarray(ref_data, float), ref_bad, None)
+    s = stars(np.asarray(target_image, float), target_bad, saturation)
+    if len(s) == 0 or len(r) == 0:
+        return dict(_NO_MATCH)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mx, my = pixel_to_pixel(ref_wcs, target_wcs, r["x"].values, r["y"].values)
+    mx, my = np.asarray(mx, float), np.asarray(my, float)
+    ok = np.isfinite(mx) & np.isfinite(my)
+    mx, my = mx[ok], my[ok]
+    i, j, _ = match_positions(s["x"], s["y"], mx, my, radius)
+    if len(i) == 0:
+        return dict(_NO_MATCH)
+    first = _offset_stats(s["x"].values[i] - mx[j], s["y"].values[i] - my[j])
+    i, j, _ = match_positions(s["x"].values - first["dx"], s["y"].values - first["dy"], mx, my, 1.5)
+    if len(i) == 0:
+        return first
+    return _offset_stats(s["x"].values[i] - mx[j], s["y"].values[i] - my[j])
 
 
 def align_to_grid(
@@ -165,25 +336,43 @@ def align_to_grid(
     order: str = "bicubic",
     refine: bool = True,
     refine_min_offset: float = 0.05,
-    min_refine_stars: int = 10,
+    min_refine_stars: int = 3,
     saturation: float | None = None,
     path: str | None = None,
     ref_saturated: np.ndarray | None = None,
+    ref_variance: np.ndarray | None = None,
 ) -> AlignmentResult:
-    """Align a reference onto a target grid, then measure (and optionally remove) residual offsets.
+    """Align a reference onto a target grid with one interpolation (see the module docstring).
 
-    ``target_image`` (the science image) is needed for the residual
-    measurement; without it only the resampling is done.
+    ``target_image`` (the science image) is needed to measure the residual
+    offset; without it only the WCS mapping is used. The offset is folded
+    in when ``refine`` is set, at least ``min_refine_stars`` stars match and
+    the offset exceeds both ``refine_min_offset`` and three times its own
+    standard error. ``ref_variance`` (an error map squared) is resampled
+    with the same mapping into ``AlignmentResult.variance``.
     """
-    from scipy import ndimage
-
     from astrid_pipeline.science.background import estimate_background
 
-    aligned, invalid, frac, outside = reproject_image(ref_data, ref_wcs, target_wcs, target_shape, ref_bad, order, path)
+    offset = (0.0, 0.0)
+    native = dict(_NO_MATCH)
+    if target_image is not None and refine:
+        native = native_offset(ref_data, ref_wcs, target_image, target_wcs, ref_bad, target_bad,
+                               saturation=saturation)
+        n = native["n"]
+        if n >= min_refine_stars:
+            err = 1.2533 * max(native["rms"], 0.02) / np.sqrt(n)
+            if np.hypot(native["dx"], native["dy"]) > max(refine_min_offset, 3 * err):
+                offset = (native["dx"], native["dy"])
+    mapping = pixel_mapping(target_wcs, target_shape, ref_wcs, offset)
+    aligned, invalid, frac, outside = reproject_image(ref_data, ref_wcs, target_wcs, target_shape, ref_bad, order,
+                                                      path, mapping=mapping)
     sat = None
     if ref_saturated is not None and np.any(ref_saturated):
-        sat = reproject_mask(ref_saturated, ref_wcs, target_wcs, target_shape)
-    result = AlignmentResult(aligned, invalid, frac, outside, sat)
+        sat = resample_mask(ref_saturated, mapping)
+    result = AlignmentResult(aligned, invalid, frac, outside, sat, shift_applied=offset)
+    result.native = native
+    if ref_variance is not None:
+        result.variance = resample_variance(ref_variance, mapping)
     if target_image is None:
         return result
     bad = invalid.copy()
@@ -191,22 +380,9 @@ def align_to_grid(
         bad |= target_bad
     sci_bkg = estimate_background(target_image, bad)
     ref_bkg = estimate_background(aligned, bad)
-    s_img = target_image - sci_bkg.level
+    s_img = np.where(bad, 0.0, target_image - sci_bkg.level)
     r_img = np.where(bad, 0.0, aligned - ref_bkg.level)
-    off = measure_offsets(np.where(bad, 0.0, s_img), r_img, sci_bkg.global_rms, ref_bkg.global_rms, bad,
-                          saturation=saturation)
-    if refine and off["n"] >= min_refine_stars and np.hypot(off["dx"], off["dy"]) > refine_min_offset:
-        shift = (off["dy"], off["dx"])
-        filled = np.where(invalid, np.nanmedian(aligned), aligned)
-        shifted = ndimage.shift(filled, shift, order=3, mode="nearest")
-        inv2 = ndimage.shift(invalid.astype(np.float32), shift, order=1, mode="constant", cval=1.0) > 0.01
-        out2 = ndimage.shift(outside.astype(np.float32), shift, order=1, mode="constant", cval=1.0) > 0.01
-        sat2 = None if sat is None else ndimage.shift(sat.astype(np.float32), shift, order=1) > 0.01
-        aligned = np.where(inv2, np.nan, shifted)
-        result = AlignmentResult(aligned, inv2, float((~inv2).mean()), out2, sat2, shift_applied=(off["dx"], off["dy"]))
-        r_img = np.where(bad | inv2, 0.0, aligned - ref_bkg.level)
-        off = measure_offsets(np.where(bad | inv2, 0.0, s_img), r_img, sci_bkg.global_rms, ref_bkg.global_rms,
-                              bad | inv2, saturation=saturation)
+    off = measure_offsets(s_img, r_img, sci_bkg.global_rms, ref_bkg.global_rms, bad, saturation=saturation)
     result.dx, result.dy, result.rms = off["dx"], off["dy"], off["rms"]
     result.rms_x, result.rms_y, result.n_matched = off["rms_x"], off["rms_y"], off["n"]
     return result

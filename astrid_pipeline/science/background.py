@@ -40,10 +40,14 @@ def estimate_background(
     bad = ~np.isfinite(data)
     if mask is not None:
         bad |= np.asarray(mask, dtype=bool)
-    filled = np.where(bad, np.nanmedian(data[~bad]) if (~bad).any() else 0.0, data).astype(np.float32)
+    # SEP's mesh statistics lose precision on a large pedestal with small, quantised noise (a raw frame's
+    # bias level): work on the image minus its median and add the median back
+    pedestal = float(np.median(data[~bad])) if (~bad).any() else 0.0
+    filled = np.where(bad, 0.0, data - pedestal).astype(np.float32)
     ny, nx = data.shape
     b = int(max(8, min(box, ny // 4, nx // 4)))
     bk = sep.Background(as_sep_array(filled), mask=as_sep_array(bad, np.uint8), bw=b, bh=b, fw=filter_size, fh=filter_size)
-    level = bk.back()
+    level = bk.back() + np.float32(pedestal)
     rms = bk.rms()
-    return Background(level=level, rms=rms, global_level=float(bk.globalback), global_rms=float(bk.globalrms))
+    return Background(level=level, rms=rms, global_level=float(bk.globalback) + pedestal,
+                      global_rms=float(bk.globalrms))

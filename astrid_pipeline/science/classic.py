@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.fft as sfft
 
-from astrid_pipeline.science.zogy import _workers, centred_stamp, embed_psf, robust_std
+from astrid_pipeline.science.stats import robust_std
+from astrid_pipeline.science.zogy import _workers, centred_stamp, embed_psf
 
 
 @dataclass

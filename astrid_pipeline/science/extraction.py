@@ -12,14 +12,19 @@ marks a likely artifact or a measurement to treat with care.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
-import pandas as pd
-from astropy.wcs import WCS
 
 from astrid_pipeline.science.background import as_sep_array
+
+if TYPE_CHECKING:  # for annotations only: definition loading stays light
+    import pandas as pd
+    from astropy.wcs import WCS
 
 
 class CandidateFlag(enum.IntFlag):
@@ -31,30 +36,47 @@ class CandidateFlag(enum.IntFlag):
     DIPOLE = 8  # an opposite-sign lobe next to it: misalignment or PSF mismatch residual
     BRIGHT_STAR = 16  # the change is a small fraction of a bright source in the reference
     SHARP = 32  # sharper than the PSF: cosmic ray or hot pixel
+    HOLE = 64  # one image dips below its sky there: a brightening over a reference hole, a fading into a science hole
 
 
 FLAG_DESCRIPTION = "; ".join(f"{f.value}={f.name.lower()}" for f in CandidateFlag)
 
 
+def _d(default, description: str):
+    return field(default=default, metadata={"description": description})
+
+
 @dataclass
 class ExtractionConfig:
-    threshold: float = 5.0  # |S_corr| peak needed
-    segment_fraction: float = 0.75  # segmentation threshold as a fraction of ``threshold``
-    minarea: int = 3
-    edge_margin: int | None = None  # default: half the PSF stamp, at least 10
-    dipole_radius_fwhm: float = 2.5
-    dipole_ratio: float = 0.3
-    dipole_min_sigma: float = 4.0
-    bright_ratio: float = 0.05  # |change| / reference flux below this -> BRIGHT_STAR
-    bright_min_snr: float = 50.0  # reference source must also be this significant
-    saturation_radius_fwhm: float = 2.0
-    bad_radius_fwhm: float = 1.5
-    sharp_ratio: float = 0.5  # SHARP when the neighbour ratio is below this fraction of the PSF's
-    sharp_min_pixel_snr: float = 6.0  # ... and the peak pixel is this significant
-    sharp_faint_ratio: float = 0.2  # fainter peaks must be much sharper still:
-    sharp_faint_pixel_snr: float = 3.0  # ratio below 0.2 x the PSF's with the peak pixel at >= 3 sigma
-    narrow_ratio: float = 0.6  # SHARP when the minor-axis width is below this fraction of the PSF of D's
-    narrow_min_snr: float = 6.0  # ... for candidates bright enough for a stable width
+    """Settings of candidate extraction on S_corr and of the artifact flags."""
+
+    threshold: float = _d(5.0, "|S_corr| peak a candidate needs (sigma)")
+    segment_fraction: float = _d(0.75, "segmentation threshold as a fraction of threshold")
+    minarea: int = _d(3, "pixels a segment needs")
+    edge_margin: Optional[int] = _d(None, "pixels from the image border flagged EDGE; None = half the PSF stamp, "
+                                          "at least 10 (the FFT's periodic border)")
+    edge_radius_fwhm: float = _d(2.0, "EDGE when no-data (outside the reference footprint, or the science "
+                                      "image's empty border) is within this many science FWHM")
+    dipole_radius_fwhm: float = _d(2.5, "radius (FWHM) searched for an opposite-sign lobe")
+    dipole_ratio: float = _d(0.3, "DIPOLE when the opposite lobe reaches this fraction of |S/N| ...")
+    dipole_min_sigma: float = _d(4.0, "... and at least this many sigma")
+    bright_ratio: float = _d(0.05, "BRIGHT_STAR when |change| / reference flux is below this ...")
+    bright_min_snr: float = _d(50.0, "... and the reference source is this significant")
+    bright_radius_fwhm: float = _d(2.0, "the reference source is the brightest PSF flux within this many FWHM (a "
+                                        "PSF-mismatch residual sits on the star's wing, not its centre)")
+    saturation_radius_fwhm: float = _d(2.0, "SATURATED when a saturated pixel is within this many FWHM")
+    bad_radius_fwhm: float = _d(1.5, "BAD_PIXEL when a masked pixel is within this many FWHM")
+    sharp_ratio: float = _d(0.5, "SHARP needs the neighbour ratio below this fraction of the PSF's ...")
+    sharp_nsigma: float = _d(4.0, "... and below the PSF's by this many standard errors of the ratio (noise of "
+                                  "the peak and its neighbours; 1 of the 4 covers taking the minimum of 4 directions)")
+    narrow_ratio: float = _d(0.6, "SHARP (a track) when the minor-axis width is below this fraction of the PSF "
+                                  "of D's ...")
+    narrow_min_snr: float = _d(10.0, "... for candidates bright enough for a stable width")
+    hole_nsigma: float = _d(3.0, "HOLE when a brightening's reference PSF flux is below -this x its error (the "
+                                 "reference dips below its sky: over-subtraction, a masked or interpolated patch), "
+                                 "or a fading's science flux (reference + change) is below -this x the change's error")
+    hole_fraction: float = _d(0.5, "... and that dip makes up at least this fraction of the change (a real source "
+                                   "on a slightly low patch of sky is not flagged)")
 
 
 def _stamp(img, x, y, half):
@@ -72,10 +94,18 @@ def _disc_any(mask, x, y, radius):
     if mask is None:
         return False
     half = int(np.ceil(radius))
-    st = _stamp(mask.astype(np.float32), x, y, half)
-    yy, xx = np.mgrid[-half : half + 1, -half : half + 1]
-    inside = (xx**2 + yy**2) <= radius**2
-    return bool(np.nan_to_num(st, nan=0.0)[inside].any())
+    ny, nx = mask.shape
+    cx, cy = int(round(x)), int(round(y))
+    # work on the cut-out only: converting the whole map for every candidate costs O(pixels) each
+    y0, y1 = max(0, cy - half), min(ny, cy + half + 1)
+    x0, x1 = max(0, cx - half), min(nx, cx + half + 1)
+    if y0 >= y1 or x0 >= x1:
+        return False
+    sub = np.asarray(mask[y0:y1, x0:x1], dtype=bool)
+    if not sub.any():
+        return False
+    yy, xx = np.mgrid[y0 - cy:y1 - cy, x0 - cx:x1 - cx]
+    return bool(sub[(xx**2 + yy**2) <= radius**2].any())
 
 
 def neighbour_ratio(stamp: np.ndarray) -> float:
@@ -93,6 +123,26 @@ def neighbour_ratio(stamp: np.ndarray) -> float:
     for (ay, ax), (by, bx) in pairs:
         vals.append(0.5 * (stamp[c + ay, c + ax] + stamp[c + by, c + bx]))
     return float(np.nanmin(vals) / centre)
+
+
+def _nearby_reference_flux(reference, psf, xs, ys, radius):
+    """The largest PSF-fit flux of the reference within ``radius`` pixels of each (x, y) (linear PSF
+    photometry at every pixel, by one FFT correlation with the reference PSF)."""
+    from scipy.signal import fftconvolve
+
+    p = np.asarray(getattr(psf, "stamp", psf), dtype=np.float64)
+    p = p / p.sum()
+    ref = np.nan_to_num(np.asarray(reference, dtype=np.float64))
+    fmap = fftconvolve(ref, p[::-1, ::-1], mode="same") / (p * p).sum()
+    r = max(1, int(np.ceil(radius)))
+    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+    disc = (xx**2 + yy**2) <= radius**2
+    out = np.full(len(xs), np.nan)
+    for k, (x, y) in enumerate(zip(xs, ys)):
+        st = _stamp(fmap, float(x), float(y), r)
+        v = np.where(disc & np.isfinite(st), st, -np.inf)
+        out[k] = float(v.max()) if np.isfinite(v).any() else np.nan
+    return out
 
 
 def _weighted_shape(stamp, sigma_w):
@@ -120,10 +170,9 @@ def _weighted_shape(stamp, sigma_w):
 
 
 def _psf_sigma(stamp):
-    h = stamp.shape[0] // 2
-    yy, xx = np.mgrid[-h : h + 1, -h : h + 1].astype(float)
-    p = np.clip(stamp, 0, None)
-    return float(np.sqrt(((xx**2 + yy**2) * p).sum() / p.sum() / 2))
+    from astrid_pipeline.science.stats import psf_sigma
+
+    return psf_sigma(stamp)
 
 
 def extract_candidates(
@@ -157,6 +206,8 @@ def extract_candidates(
     enable the SHARP flag: the candidate's peak pixel is compared with its
     neighbours there, against the same ratio for the science PSF.
     """
+    import pandas as pd
+
     import sep
 
     cfg = config or ExtractionConfig()
@@ -184,7 +235,7 @@ def extract_candidates(
             rows.append(dict(sign=sign, x=x, y=y, xpeak=xp, ypeak=yp, snr=sign * peak, npix=int(o["npix"]),
                              seg_a=float(o["a"]), seg_b=float(o["b"])))
     cols = ["candidate_id", "x", "y", "ra", "dec", "flux", "flux_err", "snr", "sign", "a", "b", "theta", "fwhm",
-            "ellipticity", "npix", "flags", "edge", "saturated", "bad_pixel", "dipole", "bright_star", "sharp",
+            "ellipticity", "npix", "flags", "edge", "saturated", "bad_pixel", "dipole", "bright_star", "sharp", "hole",
             "reference_flux", "neighbour_ratio"]
     if not rows:
         return pd.DataFrame({c: pd.Series(dtype=float) for c in cols})
@@ -192,16 +243,20 @@ def extract_candidates(
     half = max(psf_D.shape[0] // 2, 5)
     recs = []
     ref_flux = None
+    ref_near = None
     if reference is not None and psf_reference is not None:
         from astrid_pipeline.science.psf import psf_photometry
 
         ref_flux = psf_photometry(np.nan_to_num(reference), psf_reference, df["x"].values, df["y"].values)
+        ref_near = _nearby_reference_flux(reference, psf_reference, df["xpeak"].values, df["ypeak"].values,
+                                          cfg.bright_radius_fwhm * fwhm)
     for k, r in df.iterrows():
         x, y, sign = r.x, r.y, r.sign
         xp, yp = int(r.xpeak), int(r.ypeak)
         sign = int(sign)
         flags = CandidateFlag(0)
-        if x < margin or y < margin or x > nx - 1 - margin or y > ny - 1 - margin or _disc_any(outside, x, y, margin / 2):
+        if x < margin or y < margin or x > nx - 1 - margin or y > ny - 1 - margin or \
+                _disc_any(outside, x, y, cfg.edge_radius_fwhm * fwhm):
             flags |= CandidateFlag.EDGE
         if _disc_any(saturated, x, y, cfg.saturation_radius_fwhm * fwhm):
             flags |= CandidateFlag.SATURATED
@@ -218,26 +273,38 @@ def extract_candidates(
         fl = float(flux[yp, xp]) if np.isfinite(flux[yp, xp]) else np.nan
         fe = float(flux_err[yp, xp]) if np.isfinite(flux_err[yp, xp]) else np.nan
         rf = float(ref_flux[k]) if ref_flux is not None else np.nan
-        if ref_flux is not None and np.isfinite(rf) and reference_err is not None:
-            ref_snr = rf / max(reference_err, 1e-12)
-            if ref_snr > cfg.bright_min_snr and abs(fl) < cfg.bright_ratio * rf:
+        rb = float(ref_near[k]) if ref_near is not None else np.nan
+        if ref_near is not None and np.isfinite(rb) and reference_err is not None:
+            ref_snr = rb / max(reference_err, 1e-12)
+            if ref_snr > cfg.bright_min_snr and abs(fl) < cfg.bright_ratio * rb:
                 flags |= CandidateFlag.BRIGHT_STAR
-        a, b, theta = _weighted_shape(_stamp(sign * np.nan_to_num(D), x, y, half), max(sigma_pd, 1.0))
+        if reference_err is not None and np.isfinite(rf) and np.isfinite(fl):
+            if sign > 0 and rf < -cfg.hole_nsigma * reference_err and -rf >= cfg.hole_fraction * fl:
+                flags |= CandidateFlag.HOLE
+            elif sign < 0 and np.isfinite(fe) and rf + fl < -cfg.hole_nsigma * fe and \
+                    -(rf + fl) >= cfg.hole_fraction * -fl:
+                flags |= CandidateFlag.HOLE
+        a, b, theta = _weighted_shape(sign * np.nan_to_num(_stamp(D, x, y, half)), max(sigma_pd, 1.0))
         nratio = np.nan
         # a track: much narrower than the PSF of D across its length (a trailed asteroid is not)
         if np.isfinite(b) and abs(r.snr) >= cfg.narrow_min_snr and b < cfg.narrow_ratio * b_psf_D:
             flags |= CandidateFlag.SHARP
         if sharpness_image is not None and psf_science is not None:
+            # the brightest pixel within one pixel of the S_corr peak (a wider search picks noise spikes
+            # around faint sources), and its 3x3 neighbourhood
             st = sign * _stamp(sharpness_image, xp, yp, 3)
-            core = np.nan_to_num(st[1:-1, 1:-1], nan=-np.inf)
+            core = np.nan_to_num(st[2:-2, 2:-2], nan=-np.inf)
             iy, ix = np.unravel_index(np.argmax(core), core.shape)
-            sub = st[iy : iy + 3, ix : ix + 3]
+            sub = st[iy + 1 : iy + 4, ix + 1 : ix + 4]
             if sub.shape == (3, 3) and np.isfinite(sub).all():
                 nratio = neighbour_ratio(sub)
                 pix_snr = sub[1, 1] / max(sharpness_noise or 1.0, 1e-12)
-                if (pix_snr >= cfg.sharp_min_pixel_snr and nratio < cfg.sharp_ratio * psf_ratio) or (
-                        pix_snr >= cfg.sharp_faint_pixel_snr and nratio < cfg.sharp_faint_ratio * psf_ratio):
-                    flags |= CandidateFlag.SHARP
+                if pix_snr > 0 and np.isfinite(nratio):
+                    # standard error of the ratio from the pixel noise: the mean of two neighbours has half the
+                    # variance of one pixel, the centre's noise scales the ratio itself
+                    err = np.sqrt(0.5 + nratio**2) / pix_snr
+                    if nratio < cfg.sharp_ratio * psf_ratio and (psf_ratio - nratio) > cfg.sharp_nsigma * err:
+                        flags |= CandidateFlag.SHARP
         fwhm_c = 2.3548 * np.sqrt((a**2 + b**2) / 2) if np.isfinite(a) else np.nan
         recs.append(dict(flux=fl, flux_err=fe, a=a, b=b, theta=theta, fwhm=fwhm_c,
                          ellipticity=(1 - b / a) if np.isfinite(a) and a > 0 else np.nan,

@@ -27,7 +27,7 @@ class NormalizationParams:
     ref_rms: float  # background noise of the reference, in science units after scaling
     flux_ratio: float  # science ADU per reference ADU
     flux_ratio_err: float
-    method: str  # "matched-stars", "zeropoint", "exptime" or "unity"
+    method: str  # "matched-stars", "zeropoint", "calibrated-units", "exptime" or "unity"
     n_stars: int
     header_ratio: float | None
 
@@ -36,12 +36,23 @@ class NormalizationParams:
 
 
 def header_flux_ratio(sci_header, ref_header) -> tuple[float | None, str]:
-    """Flux ratio from MAGZP (preferred) or EXPTIME keywords; (None, "") if neither is usable."""
+    """Flux ratio from MAGZP (preferred), calibrated units, or EXPTIME keywords; (None, "") if none is usable.
+
+    Two images in the same calibrated unit (MJy/sr, nJy, ...) or the same rate
+    unit (e-/s, DN/s) are already on one flux scale: the ratio is 1, whatever
+    their exposure times; EXPTIME scales only counts.
+    """
+    from astrid_pipeline.science.noise import parse_bunit
+
     try:
         zs, zr = float(sci_header["MAGZP"]), float(ref_header["MAGZP"])
         return 10 ** (0.4 * (zs - zr)), "zeropoint"
     except (KeyError, TypeError, ValueError):
         pass
+    us, ur = parse_bunit(sci_header.get("BUNIT")), parse_bunit(ref_header.get("BUNIT"))
+    if (us.calibrated or us.rate) and (us.kind, us.rate) == (ur.kind, ur.rate) and \
+            us.bunit.replace(" ", "").lower() == ur.bunit.replace(" ", "").lower():
+        return 1.0, "calibrated-units"
     try:
         ts, tr = float(sci_header["EXPTIME"]), float(ref_header["EXPTIME"])
         if ts > 0 and tr > 0:

@@ -30,7 +30,8 @@ import os
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.fft as sfft
+
+from astrid_pipeline.science.stats import clipped_std, psf_sigma, robust_std  # noqa: F401 (re-exported)
 
 _EPS = 1e-12
 
@@ -80,6 +81,8 @@ def zogy_kernels(
 
     ``shape`` is the image shape; PSFs are centred odd-sized stamps.
     """
+    import scipy.fft as sfft
+
     if sigma_n <= 0 or sigma_r <= 0 or not np.isfinite(sigma_n) or not np.isfinite(sigma_r):
         raise ValueError(f"background noise must be positive and finite (sigma_n={sigma_n}, sigma_r={sigma_r})")
     if F_n <= 0 or F_r <= 0:
@@ -129,16 +132,6 @@ class ZogyResult:
     params: dict = field(default_factory=dict)
 
 
-def robust_std(values: np.ndarray) -> float:
-    """Standard deviation from the median absolute deviation (outlier-resistant)."""
-    v = np.asarray(values)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return float("nan")
-    med = np.median(v)
-    return float(1.482602218505602 * np.median(np.abs(v - med)))
-
-
 def zogy_difference(
     N: np.ndarray,
     R: np.ndarray,
@@ -186,6 +179,8 @@ def zogy_difference(
         (in the flux unit where N = F_n * flux), the centred PSF of D, F_D,
         F_S and the measured robust noise of D and S_corr.
     """
+    import scipy.fft as sfft
+
     N = np.asarray(N)
     R = np.asarray(R)
     if N.ndim != 2 or N.shape != R.shape:
@@ -257,7 +252,7 @@ def zogy_difference(
     )
 
 
-def source_variance(image: np.ndarray, psf: np.ndarray, gain: float, sigma: float, scale: float = 1.0) -> np.ndarray:
+def source_variance(image: np.ndarray, psf: np.ndarray, gain: float | None, sigma, scale: float = 1.0) -> np.ndarray:
     """Per-pixel variance: background sigma^2 plus the Poisson noise of the sources.
 
     The source term uses the image smoothed by its PSF, not the raw image:
@@ -265,13 +260,170 @@ def source_variance(image: np.ndarray, psf: np.ndarray, gain: float, sigma: floa
     and negative ones not, which makes the negative tail of S_corr heavier
     than the positive one. ``scale`` converts counts of a rescaled image back
     to the detector's (variance of ``scale * X`` is ``scale * (scale * X) / gain``).
+    ``gain`` is in electrons per image unit; ``None`` (unknown) leaves the
+    source term out. ``sigma`` is a number or a background-noise map.
     """
+    import scipy.fft as sfft
+
     img = np.nan_to_num(np.asarray(image, dtype=np.float32), nan=0.0)
+    bkg = np.asarray(sigma, dtype=np.float32) ** 2
+    if gain is None or not np.isfinite(gain) or gain <= 0:
+        return np.broadcast_to(bkg, img.shape).astype(np.float32)
     w = _workers()
     smooth = sfft.irfft2(sfft.rfft2(img, workers=w) * sfft.rfft2(embed_psf(psf, img.shape), workers=w),
                          s=img.shape, workers=w)
     np.clip(smooth, 0, None, out=smooth)
-    return (smooth * (scale / gain) + sigma**2).astype(np.float32)
+    return (smooth * (scale / gain) + bkg).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- S_corr normalisation
+def _d(default, description: str):
+    return field(default=default, metadata={"description": description})
+
+
+@dataclass
+class ScorrNormSettings:
+    """Empirical normalisation of S_corr on source-free pixels (correlated noise of resampled images)."""
+
+    enabled: bool = _d(True, "divide S_corr (and multiply the flux errors) by its robust std on source-free pixels")
+    block: int = _d(0, "side (pix) of the checkerboard blocks; the normalisation uses one colour, the other is "
+                       "held out for the check; 0 = 3 x the FWHM of the PSF of D (at least 16)")
+    tile: int = _d(0, "side (pix) of the tiles of a spatially varying factor; 0 = automatic (enough independent "
+                      "samples per tile), -1 = one global factor")
+    min_samples: int = _d(300, "independent samples (areas of the PSF of D) each tile needs")
+    source_nsigma: float = _d(4.0, "|S_corr| (in units of its first-pass std) above which pixels are masked with "
+                                   "their neighbourhood before the noise is measured")
+
+
+def holdout_blocks(shape: tuple[int, int], block: int) -> np.ndarray:
+    """The held-out half of a checkerboard of ``block``-pixel squares (True = held out, not used to normalise)."""
+    ny, nx = shape
+    by = (np.arange(ny) // block)[:, None]
+    bx = (np.arange(nx) // block)[None, :]
+    return ((by + bx) % 2) == 1
+
+
+@dataclass
+class ScorrNormalization:
+    """What :func:`normalize_scorr` measured and applied."""
+
+    factor: np.ndarray  # per-pixel divisor of S_corr (float32)
+    global_factor: float  # robust std of S_corr on the calibration pixels before normalisation
+    factor_min: float
+    factor_max: float
+    n_used: int  # calibration pixels
+    n_holdout: int  # held-out blank pixels
+    noise_holdout: float  # robust std of the normalised S_corr on the held-out pixels
+    block: int
+    tile: int  # 0 = global factor only
+    n_tiles: int
+
+    def header_cards(self) -> dict:
+        return {
+            "SCNORM": (round(self.global_factor, 5), "S_corr divided by this (robust std, blank sky)"),
+            "SCNORMLO": (round(self.factor_min, 5), "smallest local S_corr divisor"),
+            "SCNORMHI": (round(self.factor_max, 5), "largest local S_corr divisor"),
+            "SCNPIX": (self.n_used, "blank pixels used to normalise S_corr"),
+            "SCNBLK": (self.block, "[pix] checkerboard block; odd blocks held out"),
+            "SCNTILE": (self.tile, "[pix] tile of the local factor; 0 = global"),
+            "SCHOLD": (round(self.noise_holdout, 5), "std of normalised S_corr, held-out blank"),
+            "SCNHOLD": (self.n_holdout, "held-out blank pixels"),
+        }
+
+
+def normalize_scorr(S_corr: np.ndarray, usable: np.ndarray, psf_D: np.ndarray,
+                    settings: ScorrNormSettings | None = None) -> ScorrNormalization:
+    """Measure the noise of S_corr on source-free pixels, globally and in tiles.
+
+    ``usable`` marks pixels free of sources in either image and away from
+    masked pixels and edges. Remaining S_corr peaks (residuals of sources
+    too faint to segment) are masked with their neighbourhood. One colour of
+    a checkerboard of blocks is used; the other colour is held out and the
+    std of the normalised S_corr there is returned for an independent check.
+    Tiles are large enough to hold ``min_samples`` independent samples (one
+    per area 4 pi sigma_D^2 of the S_corr autocorrelation); the tile map is
+    median-filtered and interpolated bilinearly. Correlated noise of
+    resampled images (drizzled mosaics, co-adds) makes the matched-filter
+    noise exceed the white-noise prediction by a factor of 1.5-3; this
+    measures and removes exactly that.
+    """
+    from scipy import ndimage
+
+
+    cfg = settings or ScorrNormSettings()
+    sc = np.asarray(S_corr, dtype=np.float64)
+    shape = sc.shape
+    sig_d = max(psf_sigma(psf_D), 0.5)
+    fwhm_d = 2.3548 * sig_d
+    area = 4 * np.pi * sig_d**2
+    # blocks a few correlation lengths wide: the halves' pixel noise is independent, and both halves sample
+    # the same larger-scale structure (so the held-out check measures the estimator, not the block pattern)
+    block = int(cfg.block) if cfg.block > 0 else int(max(16, round(3 * fwhm_d)))
+    ok = np.asarray(usable, bool) & np.isfinite(sc)
+    if ok.sum() < 100:
+        ok = np.isfinite(sc)
+    hold = holdout_blocks(shape, block)
+
+    def tile_map(values_ok, estimator, t):
+        """Per-tile noise (NaN where a tile has too few pixels), median-filtered, on the pixel grid; None when
+        the image holds fewer than 2 x 2 tiles or fewer than 4 tiles are measured."""
+        ny_t, nx_t = shape[0] // t, shape[1] // t
+        if ny_t < 2 or nx_t < 2:
+            return None, 0
+        need = cfg.min_samples * area * 0.5
+        grid = np.full((ny_t, nx_t), np.nan)
+        for i in range(ny_t):
+            y0, y1 = i * t, (i + 1) * t if i < ny_t - 1 else shape[0]
+            for j in range(nx_t):
+                x0, x1 = j * t, (j + 1) * t if j < nx_t - 1 else shape[1]
+                c = values_ok[y0:y1, x0:x1]
+                if c.sum() >= need:
+                    grid[i, j] = estimator(sc[y0:y1, x0:x1][c])
+        if np.isfinite(grid).sum() < 4:
+            return None, 0
+        grid = np.where(np.isfinite(grid), grid, np.nanmedian(grid))
+        if min(grid.shape) >= 3:
+            grid = ndimage.median_filter(grid, size=3, mode="nearest")
+        # tile centres -> pixel map (bilinear, flat beyond the outer centres)
+        cy = (np.arange(ny_t) + 0.5) * t
+        cx = (np.arange(nx_t) + 0.5) * t
+        yy = np.clip(np.interp(np.arange(shape[0]), cy, np.arange(ny_t)), 0, ny_t - 1)
+        xx = np.clip(np.interp(np.arange(shape[1]), cx, np.arange(nx_t)), 0, nx_t - 1)
+        m = ndimage.map_coordinates(grid, np.meshgrid(yy, xx, indexing="ij"), order=1, mode="nearest")
+        return m.astype(np.float32), int(ny_t * nx_t)
+
+    t = 0
+    if cfg.tile >= 0:
+        frac = max(float((ok & ~hold).mean()), 1e-3)
+        t_auto = int(np.ceil(np.sqrt(cfg.min_samples * area / frac)))
+        t = int(cfg.tile) if cfg.tile > 0 else max(t_auto, 2 * block)
+    # first pass: the local noise level (MAD, all usable pixels), so that source residuals are found as peaks
+    # against the noise where they are, also where the depth changes across the field
+    s0 = robust_std(sc[ok][:: max(1, ok.sum() // 500_000)])
+    local = None
+    if t:
+        local, _ = tile_map(ok, robust_std, t)
+    level = local if local is not None else np.float32(s0)
+    if np.isfinite(s0) and s0 > 0:
+        peaks = np.abs(np.nan_to_num(sc)) > cfg.source_nsigma * level
+        if peaks.any():
+            ok &= ~ndimage.binary_dilation(peaks, iterations=int(np.ceil(fwhm_d)))
+    calib = ok & ~hold
+    held = ok & hold
+    g = clipped_std(sc[calib])
+    if not np.isfinite(g) or g <= 0:
+        g = 1.0
+    factor = np.full(shape, g, dtype=np.float32)
+    tile, n_tiles = 0, 1
+    if t and calib.any():
+        fmap, n = tile_map(calib, clipped_std, t)
+        if fmap is not None:
+            factor, tile, n_tiles = fmap, t, n
+    normed = sc / factor
+    noise_hold = robust_std(normed[held]) if held.sum() >= 50 else float("nan")  # what a user would check
+    return ScorrNormalization(factor=factor, global_factor=float(g), factor_min=float(factor.min()),
+                              factor_max=float(factor.max()), n_used=int(calib.sum()), n_holdout=int(held.sum()),
+                              noise_holdout=float(noise_hold), block=block, tile=tile, n_tiles=n_tiles)
 
 
 def point_source_snr(
@@ -295,6 +447,8 @@ def point_source_snr(
     S_corr: what a perfect pipeline would measure, i.e. the physical limit of
     detection for this change.
     """
+    import scipy.fft as sfft
+
     side = int(2 ** np.ceil(np.log2(2 * max(signal_n.shape + psf_n.shape + psf_r.shape))))
     shape = (side, side)
     sig_n = _pad_centre(signal_n, shape)

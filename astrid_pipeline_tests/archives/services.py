@@ -117,3 +117,54 @@ def patch_mast(monkeypatch, *, extra_products=(), product_sizes=None, calls=None
 
 def fits_file_bytes(path: Path) -> bytes:
     return Path(os.fspath(path)).read_bytes()
+
+
+MAST_INVOKE = "/api/v0/invoke"
+MAST_COLUMNS = "/portal/Mashup/Mashup.asmx/columnsconfig"
+MAST_DOWNLOAD = "/api/v0.1/Download/file"
+
+
+def mast_service_of(body: str) -> str:
+    """The portal service a POST body asks for (``request={"service": "Mast.Caom.Filtered.Position", ...}``)."""
+    from urllib.parse import unquote
+
+    m = re.search(r'"service":\s*"([\w\.]*)"', unquote(body))
+    return m.group(1) if m else ""
+
+
+def install_mast_portal(loop, http, *, executing: bool = False, product_sizes=None):
+    """The MAST portal on loopback over real HTTP, answering astroquery's recorded JSON; returns Observations.
+
+    The returned astroquery ``ObservationsClass`` is the one
+    :func:`astrid_pipeline.archives.mast.mast_observations` builds on ``http``'s
+    session, pointed at ``loop``. ``executing=True`` makes the portal answer
+    ``"status": "EXECUTING"`` for ever (a query that never finishes).
+    ``product_sizes`` overrides the recorded ``size`` of named products (to match the bodies served).
+    """
+    from astrid_pipeline.archives.mast import mast_observations
+
+    folder = astroquery_data("mast")
+
+    def columns(q):
+        return Answer(200, (folder / MAST_FILES["columnsconfig"]).read_bytes(), {"Content-Type": "application/json"})
+
+    def invoke(q):
+        if executing:
+            return Answer(200, b'{"status": "EXECUTING", "msg": "", "data": []}', {"Content-Type": "application/json"})
+        service = mast_service_of(q.get("__body__", ""))
+        if service not in MAST_FILES:
+            return Answer(400, f"unknown service {service!r}".encode())
+        content = (folder / MAST_FILES[service]).read_bytes()
+        if service == "Mast.Caom.Products" and product_sizes:
+            doc = json.loads(content)
+            for row in doc["data"]:
+                row["size"] = product_sizes.get(row["productFilename"], row["size"])
+            content = json.dumps(doc).encode()
+        return Answer(200, content, {"Content-Type": "application/json"})
+
+    loop.routes[MAST_COLUMNS] = columns
+    loop.routes[MAST_INVOKE] = invoke
+    obs = mast_observations(http)
+    obs._portal_api_connection.MAST_REQUEST_URL = loop.url + MAST_INVOKE
+    obs._portal_api_connection.COLUMNS_CONFIG_URL = loop.url + MAST_COLUMNS
+    return obs

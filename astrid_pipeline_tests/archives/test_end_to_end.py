@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import yaml
-from dagster import DagsterInstance, materialize
+from dagster import DagsterInstance
 
 from astrid_pipeline.io.parquet_io import field_units, read_partitioned
 from astrid_pipeline.layout import DataLayout
 from astrid_pipeline.regions import Region
-from astrid_pipeline.resources.archives import RegionCatalogResource, SkyArchiveResource
+from astrid_pipeline.defs.resources import SkyArchiveResource
 from astrid_pipeline_tests.archives.services import install_ps1, install_skyview, ps1_body
 from astrid_pipeline_tests.conftest import assert_decam_result, run_sky_steps
 
@@ -27,12 +27,17 @@ def services(realdata, loopback):
 
 
 def _resource(sv, ps1, cache, **kw):
-    return SkyArchiveResource(skyview_url=sv, ps1_url=ps1, cache_root=str(cache), backoff_base_s=0.01,
-                              min_request_interval_s=0.0, **kw)
+    return SkyArchiveResource(**_archive_config(sv, ps1, cache, **kw))
+
+
+def _archive_config(sv, ps1, cache, **kw) -> dict:
+    return dict(skyview_url=sv, ps1_url=ps1, cache_root=str(cache),
+                policy={"backoff_base_s": 0.01, "min_interval_s": 0.0}, **kw)
 
 
 def test_skyview_science_and_ps1_reference_run_through_the_sky_branch(services, tmp_path):
-    from astrid_pipeline.steps import sky
+    from astrid_pipeline.sky import products, runner
+    from astrid_pipeline.sky import steps as sky
 
     loop, sv, ps1 = services
     archive = _resource(sv, ps1, tmp_path / "cache")  # global kind stays 'simulated'; the region overrides it
@@ -50,21 +55,15 @@ def test_skyview_science_and_ps1_reference_run_through_the_sky_branch(services, 
 
 @pytest.mark.slow
 def test_materialize_inventory_and_sky_branch_for_a_mixed_region(services, tmp_path):
-    from astrid_pipeline.assets.inventory import inventory_assets
-    from astrid_pipeline.assets.sky import sky_assets
-    from astrid_pipeline.partitions import SKY_REGIONS
-    from astrid_pipeline.resources.storage import StorageResource
+    from astrid_pipeline_tests.dagster_helpers import run_sky
 
     loop, sv, ps1 = services
     catalog = tmp_path / "regions.yaml"
     catalog.write_text(yaml.safe_dump({"regions": [DECAM, {"name": "COSMOS", "ra": 150.1192, "dec": 2.2058}]}))
     data = tmp_path / "data"
-    instance = DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions(SKY_REGIONS, ["decam"])
-    result = materialize([*inventory_assets, *sky_assets], partition_key="decam", instance=instance,
-                         resources={"storage": StorageResource(root=str(data)),
-                                    "archive": _resource(sv, ps1, data / "archive_cache"),
-                                    "regions": RegionCatalogResource(path=str(catalog))})
+    with DagsterInstance.ephemeral() as instance:
+        result = run_sky(instance, ["decam"], catalog=catalog, storage_root=data,
+                         archive=_archive_config(sv, ps1, data / "archive_cache"))
     assert result.success
     inv = read_partitioned(data, "observation_inventory", {"region": "decam"})
     by_epoch = inv.set_index("epoch")

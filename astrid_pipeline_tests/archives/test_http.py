@@ -14,7 +14,8 @@ from astrid_pipeline.archives.errors import (
     PermanentArchiveError,
     RetriesExhaustedError,
 )
-from astrid_pipeline.archives.http import DownloadCache, HostRateLimiter, verify_fits
+from astrid_pipeline.archives.http import DownloadCache, verify_fits
+from astrid_pipeline.archives.ratelimit import RateLimiter
 from astrid_pipeline.errors import InputFileError, NotFITSError, TruncatedFileError
 from astrid_pipeline_tests.archives.conftest import Answer
 
@@ -87,7 +88,7 @@ def test_404_and_400_fail_at_once(loopback, fast_http):
     assert http.log.n_retries == 0 and loopback.count("/missing") == 1 and loopback.count("/bad") == 1
 
 
-def test_rate_limiter_spaces_requests_per_host():
+def test_rate_limiter_spaces_requests_per_host(tmp_path):
     now = [100.0]
     slept = []
 
@@ -95,7 +96,7 @@ def test_rate_limiter_spaces_requests_per_host():
         slept.append(s)
         now[0] += s
 
-    lim = HostRateLimiter(clock=lambda: now[0], sleep=sleep)
+    lim = RateLimiter(tmp_path, clock=lambda: now[0], sleep=sleep)
     for _ in range(3):
         lim.acquire("a.example", 2.0)
     lim.acquire("b.example", 2.0)  # another host is not slowed by the first
@@ -169,3 +170,34 @@ def test_cache_removes_a_corrupt_entry(tmp_path):
     p.parent.mkdir(parents=True)
     p.write_bytes(b"SIMPLE  =                    T" + b" " * 50)
     assert cache.lookup(p, "http://x/a") is False and not p.exists()
+
+
+def test_settings_dataclasses_describe_every_field_with_simple_types():
+    """The Dagster config is derived from these dataclasses: every field needs a description and a simple type."""
+    import dataclasses
+    import typing
+
+    from astrid_pipeline.archives.http import HttpPolicy
+    from astrid_pipeline.archives.select import ArchiveSettings
+
+    simple = {int, float, str, bool}
+    for cls in (HttpPolicy, ArchiveSettings):
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            assert f.metadata.get("description"), f"{cls.__name__}.{f.name} has no description"
+            if f.name != "policy":  # the one nested dataclass
+                assert hints[f.name] in simple, f"{cls.__name__}.{f.name}: {hints[f.name]}"
+    assert typing.get_type_hints(ArchiveSettings)["policy"] is HttpPolicy
+
+
+@pytest.mark.parametrize("bad,named", [
+    ({"timeout_s": 0}, "timeout_s=0"), ({"deadline_s": -1}, "deadline_s=-1"), ({"rate_burst": 0}, "rate_burst=0"),
+    ({"max_download_bytes": 0}, "max_download_bytes"), ({"max_redirects": -1}, "max_redirects=-1"),
+    ({"max_retries": 1000}, "max_retries=1000"), ({"min_interval_s": -0.5}, "min_interval_s=-0.5"),
+])
+def test_invalid_http_policy_is_a_named_config_error(bad, named):
+    from astrid_pipeline.archives.errors import ArchiveConfigError
+    from astrid_pipeline.archives.http import HttpClient, HttpPolicy
+
+    with pytest.raises(ArchiveConfigError, match=f"invalid HTTP policy: .*{named}"):
+        HttpClient(HttpPolicy(**bad))

@@ -115,13 +115,13 @@ def test_portal_connection_errors_are_retried_and_service_refusals_are_not(fast_
 
 
 def test_inventory_lists_skipped_products_with_reasons(realdata, loopback, tmp_path, monkeypatch):
-    from astrid_pipeline.assets.inventory import inventory_frame
-    from astrid_pipeline.resources.archives import SkyArchiveResource
+    from astrid_pipeline.archives.inventory import inventory_frame
+    from astrid_pipeline.defs.resources import SkyArchiveResource
 
     body = (realdata / "wcs" / "cadc_megacam.fits").read_bytes()
     patch_mast(monkeypatch, extra_products=[TESS_FFI, JPEG], product_sizes={DRZ: len(body)})
     res = SkyArchiveResource(kind="mast", mast_download_url=_serve(loopback, body), cache_root=str(tmp_path),
-                             backoff_base_s=0.001, min_request_interval_s=0.0)
+                             policy={"backoff_base_s": 0.001, "min_interval_s": 0.0})
     df = inventory_frame(res.router().inventory(M101))
     used = df[~df["skipped"]]
     assert sorted(used["status"]) == ["cached", "downloaded"] and set(used["product"]) == {DRZ}

@@ -9,11 +9,11 @@ from astropy.io import fits
 from astrid_pipeline.archives.errors import ArchiveConfigError
 from astrid_pipeline.archives.local import LocalFolderArchive
 from astrid_pipeline.archives.select import epoch_kinds
-from astrid_pipeline.assets.inventory import INVENTORY_SCHEMA, inventory_frame
+from astrid_pipeline.archives.inventory import INVENTORY_SCHEMA, inventory_frame
 from astrid_pipeline.errors import ConfigError, InputFileError
 from astrid_pipeline.io.parquet_io import to_arrow
 from astrid_pipeline.regions import Region
-from astrid_pipeline.resources.archives import SkyArchiveResource
+from astrid_pipeline.defs.resources import SkyArchiveResource
 from astrid_pipeline_tests.archives.conftest import Answer
 from astrid_pipeline_tests.archives.services import install_ps1, ps1_body
 
@@ -92,8 +92,8 @@ def test_inventory_records_failures_and_mixed_epochs(realdata, loopback, tmp_pat
     url = install_ps1(loopback, ps1_body(d / "decam_reference_obs18a.fits", 0.0, 20.0))
     loopback.routes["/cgi-bin/fitscut.cgi"] = [Answer(500, b"Internal Server Error")]
     res = SkyArchiveResource(kind="local", local_root=str(tmp_path / "arch"), ps1_url=url,
-                             cache_root=str(tmp_path / "cache"), backoff_base_s=0.001, max_retries=2,
-                             min_request_interval_s=0.0)
+                             cache_root=str(tmp_path / "cache"),
+                             policy={"backoff_base_s": 0.001, "max_retries": 2, "min_interval_s": 0.0})
     region = Region("decam", 318.108, -66.016, options={"reference_archive": "ps1"})
     rows = res.router().inventory(region)
     assert [(r.epoch, r.archive, r.status) for r in rows] == [("science", "local", "local"),
@@ -111,19 +111,3 @@ def test_simulated_inventory_row(tmp_path):
     rows = router.inventory(Region("M101", 210.774, 54.2737))
     assert [(r.epoch, r.status, r.shape) for r in rows] == [("science", "simulated", "256x256"),
                                                             ("reference", "simulated", "256x256")]
-
-
-def test_inventory_asset_loads_beside_the_sky_assets():
-    from dagster import Definitions
-
-    from astrid_pipeline.assets.inventory import inventory_assets
-    from astrid_pipeline.assets.sky import sky_assets
-    from astrid_pipeline.resources.archives import RegionCatalogResource
-    from astrid_pipeline.resources.storage import StorageResource
-
-    defs = Definitions(assets=[*sky_assets, *inventory_assets],
-                       resources={"storage": StorageResource(), "archive": SkyArchiveResource(),
-                                  "regions": RegionCatalogResource()})
-    Definitions.validate_loadable(defs)
-    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert "observation_inventory" in keys and "science_image" in keys

@@ -10,7 +10,8 @@ from astrid_pipeline.io.parquet_io import read_partitioned
 @pytest.fixture(scope="module")
 def masked_region(tmp_path_factory, small_pair):
     from astrid_pipeline.layout import DataLayout
-    from astrid_pipeline.steps import sky
+    from astrid_pipeline.sky import products, runner
+    from astrid_pipeline.sky import steps as sky
     from astrid_pipeline_tests.conftest import run_sky_steps, sim_archive_pair
 
     layout = DataLayout(tmp_path_factory.mktemp("data_cr"))
@@ -52,7 +53,8 @@ def test_cosmic_rays_are_not_candidates_with_the_mask(masked_region, processed_r
 def test_mask_of_wrong_shape_is_a_named_error(masked_region, tmp_path):
     from astrid_pipeline.errors import InputFileError
     from astrid_pipeline.layout import DataLayout
-    from astrid_pipeline.steps import sky
+    from astrid_pipeline.sky import products, runner
+    from astrid_pipeline.sky import steps as sky
 
     layout, region, _, _ = masked_region
     other = DataLayout(tmp_path)
@@ -62,18 +64,19 @@ def test_mask_of_wrong_shape_is_a_named_error(masked_region, tmp_path):
         dst = other.root / src.relative_to(layout.root)
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(src, dst)
-    p = sky.cosmic_ray_mask_path(other, region)
+    p = other.cosmic_ray_mask(region)
     p.parent.mkdir(parents=True)
     fits.PrimaryHDU(np.zeros((5, 5), np.uint8)).writeto(p)
     with pytest.raises(InputFileError, match="CR mask shape"):
-        sky._pair_inputs(other, region)
+        products.read_pair_inputs(other, region)
 
 
 def test_shipped_model_mask_removes_cosmic_ray_candidates(tmp_path, small_pair, processed_region):
     from astrid_pipeline.archives.base import ArchivePair
     from astrid_pipeline.layout import DataLayout
     from astrid_pipeline.ml.checkpoint import SHIPPED
-    from astrid_pipeline.steps import sky
+    from astrid_pipeline.sky import products, runner
+    from astrid_pipeline.sky import steps as sky
 
     if not SHIPPED.exists():
         pytest.skip("no shipped weights")

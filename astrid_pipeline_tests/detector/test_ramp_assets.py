@@ -7,33 +7,46 @@ import json
 import h5py
 import numpy as np
 import pyarrow.parquet as pq
-from dagster import MultiPartitionKey, materialize
+import pytest
+from dagster import DagsterInstance, MultiPartitionKey, materialize
 
-from astrid_pipeline.assets.detector import detector_assets, detector_job, detector_partitions
 from astrid_pipeline.cli_ramps import main
+from astrid_pipeline.defs.detector.assets import (DETECTORS, EXPOSURES, detector_partitions, ramp_detections,
+                                                  register_exposures, simulated_ramp)
+from astrid_pipeline.defs.resources import StorageResource
 from astrid_pipeline.io.parquet_io import field_units
-from astrid_pipeline.resources.storage import StorageResource
-from astrid_pipeline.science.ramps.config import load_simulation_config
+from astrid_pipeline.presets import load_preset
+
+detector_assets = [simulated_ramp, ramp_detections]
 
 
-def test_partitions_come_from_the_gain_library():
-    cfg = load_simulation_config()
-    dims = {d.name: d.partitions_def.get_partition_keys() for d in detector_partitions.partitions_defs}
-    assert dims["detector"] == cfg.detectors
-    assert dims["exposure"] == cfg.exposure_keys
-    assert detector_job.name == "detector_job"
-    from dagster import Definitions
-
-    defs = Definitions(assets=detector_assets, jobs=[detector_job], resources={"storage": StorageResource()})
-    job = defs.resolve_job_def("detector_job")
-    assert job.partitions_def == detector_partitions
-    assert {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()} >= {
-        "simulated_ramp", "ramp_anomaly_mask", "ramp_events"}
+@pytest.fixture()
+def instance():
+    with DagsterInstance.ephemeral() as inst:
+        register_exposures(inst)
+        yield inst
 
 
-def test_materialize_one_partition_writes_mask_events_and_detections(tmp_path):
+def test_partitions_come_from_the_configuration_files(tmp_path, monkeypatch):
+    cfg = load_preset()
+    with DagsterInstance.ephemeral() as inst:
+        keys = register_exposures(inst)
+        assert inst.get_dynamic_partitions(DETECTORS) == cfg.detectors
+        assert inst.get_dynamic_partitions(EXPOSURES) == cfg.exposure_keys
+        assert keys[0] == f"{cfg.detectors[0]}|{cfg.exposure_keys[0]}"
+        # a configuration named at run time brings its own detectors, with no code change
+        other = tmp_path / "other.yaml"
+        other.write_text((load_preset.__globals__["simulation_config_path"]("nircam")).read_text())
+        monkeypatch.setenv("ASTRID_RAMP_CONFIG", str(other))
+        register_exposures(inst)
+        assert set(load_preset(other).detectors) <= set(inst.get_dynamic_partitions(DETECTORS))
+    assert {d.name for d in detector_partitions.partitions_defs} == {"detector", "exposure"}
+
+
+def test_materialize_one_partition_writes_mask_events_and_detections(tmp_path, instance):
     key = MultiPartitionKey({"detector": "18248_SCA", "exposure": "001"})
-    res = materialize(detector_assets, partition_key=key, resources={"storage": StorageResource(root=str(tmp_path))})
+    res = materialize(detector_assets, partition_key=key, resources={"storage": StorageResource(root=str(tmp_path))},
+                      instance=instance)
     assert res.success
     d = tmp_path / "detector" / "18248_SCA" / "001"
     with h5py.File(d / "ramp.h5", "r") as f:

@@ -57,9 +57,12 @@ def test_hst_wfc3ir_ima_layout(realdata):
         np.testing.assert_allclose(cube[-1], last_rate * last_time, rtol=1e-5, atol=1e-3)
         np.testing.assert_allclose(cube[1], mid_rate * mid_time, rtol=1e-5, atol=1e-3)
         assert src.saturated_rows(0, 10).shape == (4, 10, 266)
+        # by default RTN (which needs 8 reads) is skipped by name and jumps and snowballs run
+        res = detect_ramp(src)
+        assert res.skipped == {"rtn": "TooFewGroupsError: ramp has 4 groups; rtn detection needs at least 8"}
+        assert res.meta["methods"] == ["jumps", "snowballs"]
         with pytest.raises(TooFewGroupsError, match="rtn detection needs at least 8"):
-            detect_ramp(src)
-        res = detect_ramp(src, DetectionConfig(methods=("jumps", "snowballs")))
+            detect_ramp(src, DetectionConfig(skip_unrunnable=False))
         assert res.mask.shape == (266, 266)
         assert 5 < res.read_noise < 40  # e- per read, WFC3/IR is ~15-20 e- CDS
         assert res.mask[:5].max() == 0  # the reference border is never flagged

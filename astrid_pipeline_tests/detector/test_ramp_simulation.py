@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from astrid_pipeline.errors import ConfigError
-from astrid_pipeline.science.ramps.config import DEFAULT_CONFIG_PATH, load_simulation_config
+from astrid_pipeline.presets import DEFAULT_SIMULATION_CONFIG as DEFAULT_CONFIG_PATH
+from astrid_pipeline.science.ramps.config import load_simulation_config
 from astrid_pipeline.science.ramps.readers import open_ramp
 from astrid_pipeline.science.ramps.refpix import ReferenceCorrector
 from astrid_pipeline.science.ramps.simulate import simulate_exposure
@@ -28,7 +29,7 @@ def test_default_yaml_has_ohana_keys_and_loads():
         "snowball_halo_amplitude_ratio_range", "snowball_halo_decay_scale_range",
     }
     assert ohana_keys <= set(raw)
-    cfg = load_simulation_config()
+    cfg = load_simulation_config(DEFAULT_CONFIG_PATH)
     assert len(cfg.detectors) >= 2 and cfg.num_exposures >= 2
     assert cfg.exposure_keys[0] == "000"
 

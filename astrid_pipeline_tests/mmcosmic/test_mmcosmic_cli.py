@@ -65,7 +65,7 @@ def test_cli_writes_numina_outputs(tmp_path, monkeypatch):
         assert not (h["CRMASK2"].data.astype(bool) & ~h["MEANCRT"].data.astype(bool)).any()
     for c in COMBINED:
         with fits.open(out / f"combined_{c}.fits") as h:
-            assert [x.name for x in h] == ["PRIMARY", "VARIANCE", "MAP"]
+            assert [x.name for x in h] == ["PRIMARY", "VARIANCE", "MAP", "SCATTER"]
             assert h[0].header["BITPIX"] == -32 and h["VARIANCE"].header["BITPIX"] == -32
             assert h["MAP"].header["BITPIX"] == 16
             assert h[0].data.shape == (64, 64)

@@ -6,21 +6,35 @@ import numpy as np
 import pytest
 import yaml
 from astropy.io import fits
-from dagster import materialize
+from dagster import DagsterInstance, materialize
 
-from astrid_pipeline.assets.mmcosmic import mmcosmic_assets, mmcosmic_job, stack_partitions
-from astrid_pipeline.resources.storage import StorageResource
+from astrid_pipeline.defs.mmcosmic.assets import STACKS, mmcosmic_crmasks, register_stacks
+from astrid_pipeline.defs.resources import StorageResource
 
-
-def test_default_stacks_are_partitions():
-    keys = stack_partitions.get_partition_keys()
-    assert keys == ["sim-a", "sim-b"]
-    assert mmcosmic_job.name == "mmcosmic_job"
+mmcosmic_assets = [mmcosmic_crmasks]
 
 
-def test_materialize_a_simulated_stack(tmp_path):
+@pytest.fixture()
+def instance():
+    with DagsterInstance.ephemeral() as inst:
+        inst.add_dynamic_partitions(STACKS, ["sim-a", "sim-b"])
+        yield inst
+
+
+def test_stacks_of_the_configuration_become_partitions(tmp_path):
+    with DagsterInstance.ephemeral() as inst:
+        assert register_stacks(inst) == ["sim-a", "sim-b"]
+        assert register_stacks(inst) == []  # registered once
+        assert inst.get_dynamic_partitions(STACKS) == ["sim-a", "sim-b"]
+        other = tmp_path / "stacks.yaml"
+        other.write_text(yaml.safe_dump({"stacks": {"night-7": {"simulate": {"seed": 7}}}}))
+        assert register_stacks(inst, other) == ["night-7"]  # a file loaded at run time adds its own stacks
+
+
+def test_materialize_a_simulated_stack(tmp_path, instance):
     res = materialize(
-        mmcosmic_assets, partition_key="sim-a", resources={"storage": StorageResource(root=str(tmp_path))}
+        mmcosmic_assets, partition_key="sim-a", resources={"storage": StorageResource(root=str(tmp_path))},
+        instance=instance,
     )
     assert res.success
     folder = tmp_path / "mmcosmic" / "sim-a"
@@ -39,14 +53,14 @@ def test_materialize_a_simulated_stack(tmp_path):
     # a second run replaces the folder as a whole and leaves no temporary folder beside it
     res2 = materialize(
         mmcosmic_assets, partition_key="sim-a", resources={"storage": StorageResource(root=str(tmp_path))},
-        run_config={"ops": {"mmcosmic_crmasks": {"config": {"plots": False}}}},
+        run_config={"ops": {"mmcosmic_crmasks": {"config": {"plots": False}}}}, instance=instance,
     )
     assert res2.success
     assert "diagnostic_histogram2d.png" not in os.listdir(folder)
     assert sorted(os.listdir(tmp_path / "mmcosmic")) == ["sim-a"]
 
 
-def test_a_stack_of_fits_files_and_a_bad_stack(tmp_path):
+def test_a_stack_of_fits_files_and_a_bad_stack(tmp_path, instance):
     from astrid_pipeline.science.mmcosmic import simulate_stack
 
     sim = simulate_stack((64, 64), 3, seed=4, n_coincident=4)
@@ -67,12 +81,13 @@ def test_a_stack_of_fits_files_and_a_bad_stack(tmp_path):
     sp.write_text(yaml.safe_dump(stacks))
     root = tmp_path / "data"
     cfg = {"ops": {"mmcosmic_crmasks": {"config": {"stacks_path": str(sp), "requirements_yaml": "{mm_dilation: 0}"}}}}
-    ok = materialize(mmcosmic_assets, partition_key="sim-a", resources={"storage": StorageResource(root=str(root))}, run_config=cfg)
+    ok = materialize(mmcosmic_assets, partition_key="sim-a", resources={"storage": StorageResource(root=str(root))},
+                     run_config=cfg, instance=instance)
     assert ok.success
     assert (root / "mmcosmic" / "sim-a" / "combined_mediancr.fits").exists()
     bad = materialize(
         mmcosmic_assets, partition_key="sim-b", resources={"storage": StorageResource(root=str(root))},
-        run_config=cfg, raise_on_error=False,
+        run_config=cfg, raise_on_error=False, instance=instance,
     )
     assert not bad.success
     assert not (root / "mmcosmic" / "sim-b").exists()

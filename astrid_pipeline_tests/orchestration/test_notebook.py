@@ -7,11 +7,9 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance, MultiPartitionKey, materialize
 
-from astrid_pipeline.assets.detector import detector_assets
-from astrid_pipeline.assets.sky import sky_assets
-from astrid_pipeline.partitions import SKY_REGIONS
-from astrid_pipeline.resources.archives import RegionCatalogResource, SkyArchiveResource
-from astrid_pipeline.resources.storage import StorageResource
+from astrid_pipeline.defs.detector.assets import ramp_detections, register_exposures, simulated_ramp
+from astrid_pipeline.defs.resources import StorageResource
+from astrid_pipeline_tests.dagster_helpers import run_sky
 
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "catalogs.ipynb"
 nbformat = pytest.importorskip("nbformat", reason="nbformat is not installed (dev extra)")
@@ -24,13 +22,10 @@ pytest.importorskip("duckdb", reason="duckdb is not installed (dev extra)")
 def products(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     instance = DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions(SKY_REGIONS, ["M101", "COSMOS"])
-    storage = StorageResource(root=str(root))
-    for key in ("M101", "COSMOS"):
-        assert materialize(sky_assets, partition_key=key, instance=instance,
-                           resources={"storage": storage, "archive": SkyArchiveResource(image_size=256),
-                                      "regions": RegionCatalogResource()}).success
-    assert materialize(detector_assets, instance=instance, resources={"storage": storage},
+    assert run_sky(instance, ["M101", "COSMOS"], storage_root=root).success
+    register_exposures(instance)
+    assert materialize([simulated_ramp, ramp_detections], instance=instance,
+                       resources={"storage": StorageResource(root=str(root))},
                        partition_key=MultiPartitionKey({"detector": "18248_SCA", "exposure": "001"})).success
     return root
 

@@ -1,18 +1,17 @@
-"""Definitions served by the browser test: the project's assets, jobs, sensor and schedule, with
-256-pixel simulated images and the in-process executor so a run from the UI takes seconds."""
+"""Definitions served by the browser test: the project's own, with 256-pixel simulated images so a run from
+the UI takes seconds."""
 
-from dagster import Definitions, in_process_executor
+from dagster import Definitions
 
-import astrid_pipeline.definitions as project_module
-from astrid_pipeline.orchestration import ORCHESTRATION_JOBS, ORCHESTRATION_SCHEDULES, ORCHESTRATION_SENSORS
-from astrid_pipeline.resources.archives import SkyArchiveResource
+import astrid_pipeline.definitions as _project
+from astrid_pipeline.defs.resources import SkyArchiveResource
 
-defs = Definitions(
-    assets=project_module.defs.assets,
-    asset_checks=project_module.defs.asset_checks,
-    jobs=[*project_module.defs.jobs, *ORCHESTRATION_JOBS],
-    sensors=ORCHESTRATION_SENSORS,
-    schedules=ORCHESTRATION_SCHEDULES,
-    resources={**project_module.defs.resources, "archive": SkyArchiveResource(image_size=256)},
-    executor=in_process_executor,
-)
+
+def _with_small_images() -> Definitions:
+    p = _project.defs
+    return Definitions(assets=p.assets, asset_checks=p.asset_checks, jobs=p.jobs, sensors=p.sensors,
+                       schedules=p.schedules, executor=p.executor,
+                       resources={**p.resources, "archive": SkyArchiveResource(image_size=256)})
+
+
+defs = _with_small_images()

@@ -67,7 +67,8 @@ def test_decam_brightening_detected_and_bright_star_flagged(realdata, tmp_path):
     from astrid_pipeline.archives.local import LocalFolderArchive
     from astrid_pipeline.layout import DataLayout
     from astrid_pipeline.regions import Region
-    from astrid_pipeline.steps import sky
+    from astrid_pipeline.sky import products, runner
+    from astrid_pipeline.sky import steps as sky
     from astrid_pipeline_tests.conftest import assert_decam_result, copy_pair, run_sky_steps
 
     d = realdata / "differencing"

@@ -1,32 +1,22 @@
 """End to end in Dagster: the sky branch materializes per region; bad input fails one partition only."""
 
-import numpy as np
 import pytest
 from astropy.io import fits
-from dagster import DagsterInstance, materialize
+from dagster import DagsterInstance
 
-from astrid_pipeline.assets.sky import sky_assets
 from astrid_pipeline.errors import BadHeaderError, InputFileError, NoCelestialWCSError, NoOverlapError, NotFITSError
 from astrid_pipeline.layout import DataLayout
-from astrid_pipeline.partitions import SKY_REGIONS
-from astrid_pipeline.resources.archives import RegionCatalogResource, SkyArchiveResource
-from astrid_pipeline.resources.storage import StorageResource
 from astrid_pipeline.science.skysim import SurveyConfig, simulate_pair, tan_wcs
-
-
-def _run(tmp_path, keys, archive, key):
-    instance = DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions(SKY_REGIONS, keys)
-    return materialize(sky_assets, partition_key=key, instance=instance, raise_on_error=False,
-                       resources={"storage": StorageResource(root=str(tmp_path / "data")), "archive": archive,
-                                  "regions": RegionCatalogResource()})
+from astrid_pipeline_tests.dagster_helpers import check_error, check_results, materialization, materialized, run_sky
 
 
 def test_simulated_region_materializes_with_passing_checks(tmp_path):
-    result = _run(tmp_path, ["COSMOS"], SkyArchiveResource(image_size=512), "COSMOS")
+    with DagsterInstance.ephemeral() as instance:
+        result = run_sky(instance, ["COSMOS"], image_size=512, storage_root=tmp_path / "data")
     assert result.success
-    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    assert checks == {"alignment_residual": True, "scorr_unit_variance": True, "injected_transient_recovery": True}
+    checks = {c: ok for (a, c, p), ok in check_results(result).items()}
+    assert all(checks.values()), checks
+    assert {"alignment_residual", "scorr_unit_variance", "injected_transient_recovery", "psf_from_stars"} <= set(checks)
     layout = DataLayout(tmp_path / "data")
     for p in (layout.raw_image("COSMOS", "science"), layout.aligned_reference("COSMOS"),
               layout.difference("COSMOS", "zogy"), layout.difference("COSMOS", "classic"),
@@ -35,8 +25,7 @@ def test_simulated_region_materializes_with_passing_checks(tmp_path):
     with fits.open(layout.difference("COSMOS", "zogy")) as h:
         assert {"SCORR", "S", "PSF_D", "FLUX", "FLUXERR"} <= {x.name for x in h}
         assert abs(h[0].header["NOISESC"] - 1) < 0.1 and h[0].header["ASTRSTEP"] == "zogy_difference"
-    mats = result.asset_materializations_for_node("candidate_catalog")
-    assert mats[0].metadata["dagster/row_count"].value > 0
+    assert materialization(result, "candidate_catalog", "COSMOS").metadata["dagster/row_count"].value > 0
 
 
 def _write(path, data, header=None):
@@ -85,25 +74,22 @@ def test_bad_input_fails_its_partition_cleanly(tmp_path, local_archive, name):
     catalog = tmp_path / "regions.yaml"
     catalog.write_text("regions:\n" + "".join(
         f"  - {{name: {n}, ra: 150.1192, dec: 2.2058}}\n" for n in ["good", *bad]))
-    archive = SkyArchiveResource(kind="local", local_root=str(root))
-    instance = DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions(SKY_REGIONS, ["good", *bad])
-    res = {"storage": StorageResource(root=str(tmp_path / "data")), "archive": archive,
-           "regions": RegionCatalogResource(path=str(catalog))}
-    failed = materialize(sky_assets, partition_key=name, instance=instance, raise_on_error=False, resources=res)
-    assert not failed.success
-    failure = [e for e in failed.all_events if e.is_step_failure][0]
-    info = failure.step_failure_data.error
-    while info.cause is not None and err.__name__ not in info.cls_name:
-        info = info.cause
-    assert info.cls_name == err.__name__, info.message
-    assert str(path) in info.message  # the message names the offending file
-    # nothing half-written for this partition, no temporary files anywhere
-    layout = DataLayout(tmp_path / "data")
-    produced = [p for p in layout.root.rglob("*") if p.is_file() and name in str(p)]
-    assert produced == []
-    assert not [p for p in layout.root.rglob(".*tmp-*")]
-    # another partition is unaffected
-    ok = materialize(sky_assets, partition_key="good", instance=instance, resources=res)
-    assert ok.success and layout.catalog("candidates", {"region": "good"}).exists()
+    archive = {"kind": "local", "local_root": str(root)}
+    data = tmp_path / "data"
+    with DagsterInstance.ephemeral() as instance:
+        failed = run_sky(instance, [name], catalog=catalog, archive=archive, storage_root=data)
+        assert not failed.success
+        message = check_error(failed, name)
+        assert message.startswith(err.__name__), message
+        assert str(path) in message  # the message names the offending file
+        # nothing half-written for this partition, no temporary files anywhere
+        layout = DataLayout(data)
+        produced = [p for p in layout.root.rglob("*") if p.is_file() and name in str(p)
+                    and "observation_inventory" not in str(p) and ".locks" not in str(p)]
+        assert produced == []
+        assert not [p for p in layout.root.rglob(".*tmp-*")]
+        assert not any(a in materialized(failed) for a in ("science_image", "candidate_catalog"))
+        # another partition is unaffected
+        ok = run_sky(instance, ["good"], catalog=catalog, archive=archive, storage_root=data)
+        assert ok.success and layout.catalog("candidates", {"region": "good"}).exists()
     assert issubclass(err, InputFileError)

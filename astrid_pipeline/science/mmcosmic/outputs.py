@@ -1,8 +1,21 @@
 """Output files with numina-crmasks' names and layout, written all-or-nothing.
 
 * ``combined_{mean,median,min,mediancr,meancrt,meancr,meancr2}.fits``: the
-  combined image (PRIMARY, float32, bias subtracted), ``VARIANCE`` (float32)
-  and ``MAP`` (int16, number of exposures used).
+  combined image (PRIMARY, float32, bias subtracted), ``VARIANCE`` (float32),
+  ``MAP`` (int16, number of exposures used) and ``SCATTER`` (float32). So that
+  a combined image can feed the sky branch, the PRIMARY header keeps the
+  first exposure's celestial WCS, EXPTIME, DATE-OBS/MJD-OBS, FILTER and
+  BUNIT, and says ``NCOMBINE`` (the exposures combined). ``VARIANCE`` is the
+  variance *of the combined pixel* (the error map; Poisson + read noise
+  propagated through the estimator, :func:`.combine.combination_variance`);
+  numina's VARIANCE, the sample variance of the inputs, is ``SCATTER``. The
+  single-exposure GAIN is *not* written as GAIN (the mean of N exposures has
+  N times the gain, and a median another factor): it is ``EXPGAIN``, the
+  read noise ``EXPRNOIS``; the noise model reads VARIANCE instead.
+* ``diagnostic_seeing.csv``: each exposure's stellar FWHM, the PSF-matching
+  kernel, the stack's seeing variation and the warning when it exceeds
+  ``seeing_tolerance`` (also ``FWHMi``/``SEEVAR``/``SEEWARN``/``PSFMATCH``
+  in the headers).
 * ``crmasks.fits``: PRIMARY without data (UUID, FLUXF1..N, the parameters as
   HISTORY), then ``MEDIANCR``, ``MEANCRT``, ``CRMASK1..N``, ``MEANCR`` (uint8,
   1 = cosmic ray, keyword NPMASKED) and ``AUXCLEAN`` (float32); ``RPMEDIAN``
@@ -85,6 +98,11 @@ def crmasks_hdulist(result, *, inputs: Sequence[str] = (), detector: dict | None
     for name, n in result.counts.items():
         key = ("N" + "".join(ch for ch in name.upper() if ch.isalnum()))[:8]
         hdr[key] = (int(n), name.replace("_", " ")[:30])
+    if getattr(result, "seeing", None) is not None:
+        for key, card in result.seeing.header_cards().items():
+            hdr[key] = card
+        if result.seeing.warning:
+            hdr.add_history(f"WARNING: {result.seeing.warning}")
     for line in history:
         hdr.add_history(line)
     extra = {"gain": result.gain, "rnoise": result.rnoise,
@@ -256,36 +274,78 @@ def write_products(
     inputs: Sequence[str] = (),
     plots: bool = True,
     detector: dict | None = None,
+    header=None,
 ) -> list[str]:
-    """Write every output file of ``result`` into ``folder`` (which must exist). Returns the names."""
+    """Write every output file of ``result`` into ``folder`` (which must exist). Returns the names.
+
+    ``header``: the first exposure's header (its WCS, EXPTIME, ... go into the combined images).
+    """
     out = Path(folder)
-    written = _write_files(result, out, inputs=inputs, detector=detector)
+    written = _write_files(result, out, inputs=inputs, detector=detector, header=header)
     if plots and result.boundary is not None:
         written.extend(_plots(result, out))
     return written
 
 
-def _write_files(result, out: Path, *, inputs, detector) -> list[str]:
+#: keywords of the first exposure a combined image keeps (besides its celestial WCS)
+EXPOSURE_KEYS = ("EXPTIME", "DATE-OBS", "MJD-OBS", "TIME-OBS", "FILTER", "OBJECT", "TELESCOP", "INSTRUME",
+                 "DETECTOR", "RADESYS", "EQUINOX", "SATURATE", "AIRMASS")
+
+
+def exposure_cards(header, n: int, gain: float, rnoise: float) -> fits.Header:
+    """The cards a combined image takes from its first exposure (``header``; None: only NCOMBINE and units)."""
+    import warnings
+
+    from astropy.wcs import WCS, FITSFixedWarning
+
+    out = fits.Header()
+    bunit = "adu"
+    if header is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            try:
+                w = WCS(header).celestial
+            except Exception:  # noqa: BLE001 - a header without a usable WCS gives a combined image without one
+                w = None
+        if w is not None and w.has_celestial:
+            out.update(w.to_header(relax=True))
+        for key in EXPOSURE_KEYS:
+            if key in header:
+                out[key] = (header[key], header.comments[key])
+        if "EXPTIME" in out:
+            out.comments["EXPTIME"] = "[s] of ONE exposure (combined on its scale)"
+        bunit = str(header.get("BUNIT", bunit)).strip() or bunit
+    out["BUNIT"] = (bunit, "bias subtracted, on one exposure's scale")
+    out["NCOMBINE"] = (int(n), "exposures combined (M.M.Cosmic stack)")
+    # GAIN of one exposure would be wrong here: a mean of N has N x the gain (the median another factor);
+    # the noise model reads the VARIANCE extension instead
+    out["EXPGAIN"] = (float(gain), "[e-/ADU] gain of ONE exposure; not this image's")
+    out["EXPRNOIS"] = (float(rnoise), "[ADU] read noise of ONE exposure")
+    out["VAREXT"] = ("VARIANCE", "extension with this image's variance")
+    return out
+
+
+def _write_files(result, out: Path, *, inputs, detector, header=None) -> list[str]:
     written = []
     hdul = crmasks_hdulist(result, inputs=inputs, detector=detector)
     uid = hdul[0].header["UUID"]
     with atomic_path(out / "crmasks.fits") as tmp:
         hdul.writeto(tmp, output_verify="silentfix")
     written.append("crmasks.fits")
-    for name in VALID_COMBINATIONS:
-        comb = result.combinations[name]
-        hdr = fits.Header()
-        hdr["COMBINAT"] = (name, "combination method")
-        hdr.add_history(f"Masks UUID: {uid}")
-        write_fits(
-            out / f"combined_{name}.fits",
-            comb.image.astype(np.float32),
-            header=hdr,
-            extensions=[("VARIANCE", comb.variance.astype(np.float32), None), ("MAP", comb.map.astype(np.int16), None)],
-            step=STEP,
-            inputs=inputs,
-        )
-        written.append(f"combined_{name}.fits")
+    written.extend(write_combinations(result.combinations, out, uid=uid, n=result.stack.shape[0],
+                                      k=result.requirements.mm_cr_coincidences, masks=result.masks,
+                                      gain=result.gain, rnoise=result.rnoise,
+                                      use_auxmedian=result.requirements.use_auxmedian, inputs=inputs,
+                                      header=header, seeing=result.seeing))
+    if result.seeing is not None:
+        s = result.seeing
+        rows = [(i + 1, Path(str(inputs[i])).name if i < len(inputs) else f"exposure {i + 1}",
+                 f"{f:.4f}" if np.isfinite(f) else "", f"{s.kernel_fwhm[i]:.4f}" if s.kernel_fwhm else "0")
+                for i, f in enumerate(s.fwhm)]
+        rows.append(("stack", f"variation={s.variation:.4f}" if np.isfinite(s.variation) else "variation=",
+                     f"psf_matched={s.psf_matched}", s.warning or "ok"))
+        _write_csv(out / "diagnostic_seeing.csv", ["exposure", "file", "fwhm_px", "kernel_fwhm_px"], rows)
+        written.append("diagnostic_seeing.csv")
     tables = cr_tables(result.code)
     for cat, rows in tables.items():
         _write_csv(out / f"mediancr_identified_{cat}.csv", ["CR_number", "X_pixel", "Y_pixel", "Mask_value"], rows)
@@ -315,6 +375,41 @@ def _write_files(result, out: Path, *, inputs, detector) -> list[str]:
     return written
 
 
+def write_combinations(combinations: dict, out: Path, *, uid: str, n: int, k: int, masks: dict, gain: float,
+                       rnoise: float, use_auxmedian: bool = False, inputs: Sequence[str] = (), header=None,
+                       seeing=None) -> list[str]:
+    """``combined_<name>.fits`` for each combination (see the module docstring for the layout)."""
+    from .combine import combination_variance
+
+    base = exposure_cards(header, n, gain, rnoise)
+    if seeing is not None:
+        for key, card in seeing.header_cards().items():
+            base[key] = card
+    names = []
+    for name in VALID_COMBINATIONS:
+        comb = combinations[name]
+        hdr = base.copy()
+        hdr["COMBINAT"] = (name, "combination method")
+        hdr.add_history(f"Masks UUID: {uid}")
+        var = combination_variance(name, comb.image, n=n, k=k, masks=masks, gain=gain, rnoise=rnoise,
+                                   use_auxmedian=use_auxmedian)
+        vh = fits.Header()
+        vh["BUNIT"] = (f"({base['BUNIT']})**2", "variance of the combined pixel")
+        sh = fits.Header()
+        sh["BUNIT"] = (f"({base['BUNIT']})**2", "inputs' sample variance (numina VARIANCE)")
+        write_fits(
+            out / f"combined_{name}.fits",
+            comb.image.astype(np.float32),
+            header=hdr,
+            extensions=[("VARIANCE", var, vh), ("MAP", comb.map.astype(np.int16), None),
+                        ("SCATTER", comb.variance.astype(np.float32), sh)],
+            step=STEP,
+            inputs=inputs,
+        )
+        names.append(f"combined_{name}.fits")
+    return names
+
+
 def _new_temp_dir(parent: Path, stem: str) -> Path:
     parent.mkdir(parents=True, exist_ok=True)
     d = parent / f".{stem}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
@@ -328,12 +423,17 @@ def write_into(result, folder: str | os.PathLike, **kwargs) -> list[str]:
     All files are written in a hidden temporary folder inside ``folder`` and
     moved in only when complete; on error nothing in ``folder`` changes.
     """
+    return files_into(folder, lambda tmp: write_products(result, tmp, **kwargs))
+
+
+def files_into(folder: str | os.PathLike, produce) -> list[str]:
+    """Run ``produce(tmp) -> names`` in a hidden temporary folder inside ``folder``, then move the files in."""
     dest = Path(folder)
     created = not dest.exists()
     tmp = _new_temp_dir(dest, "crmasks")
     ok = False
     try:
-        names = write_products(result, tmp, **kwargs)
+        names = produce(tmp)
         for name in names:
             os.replace(tmp / name, dest / name)
         ok = True

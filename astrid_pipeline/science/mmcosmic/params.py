@@ -34,6 +34,11 @@ Extensions (not in numina; all optional, in ``requirements``):
   method on the median (and the refined mean) only; ``all`` also runs it on
   the mean and on every exposure, as numina does.
 * ``mm_threads``: worker threads for the simulations (0 = up to 2).
+* ``seeing_tolerance``: warn (log, header ``SEEWARN``, ``diagnostic_seeing.csv``,
+  the run's diagnostics) when the stellar FWHM varies across the stack by
+  more than this fraction, (worst - best) / best (default 0.2).
+* ``psf_match``: convolve every exposure to the worst seeing (a Gaussian of
+  FWHM sqrt(worst^2 - own^2)) before anything else (default False).
 
 Accepted but without effect here: ``semiwindow``, ``color_scale``,
 ``maxplots`` and ``verify_cr`` (numina's per-CR PDF pages and prompts are
@@ -58,6 +63,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import ParameterError, UnsupportedMethodError
+from astrid_pipeline.io.safe_yaml import clip, short
 
 #: crmethod values this implementation runs
 SUPPORTED_CRMETHODS = ("mmcosmic", "lacosmic", "mm_lacosmic")
@@ -74,6 +80,17 @@ VALID_COMBINATIONS = ("mean", "median", "min", "mediancr", "meancrt", "meancr", 
 DEFAULT_WEIGHT_FIXED_POINTS = 10000.0
 
 _TOP_LEVEL = ("images", "extnum", "gain", "rnoise", "bias", "requirements")
+
+#: allowed range of the integer parameters. The upper bounds keep a parameter file from asking for unbounded
+#: work before anything starts (``mm_nsimulations: 1e9`` would redraw the whole stack a billion times); each is
+#: far above any value numina's documentation uses (mm_nsimulations 10, dilation 1, la_niter 4, knots 5)
+INTEGER_RANGES = {
+    "dilation": (0, 100), "semiwindow": (1, 1000), "mm_dilation": (0, 100), "la_niter": (1, 100),
+    "la_padwidth": (0, 1000), "mm_knots_splfit": (2, 100), "mm_nsimulations": (1, 1000),
+    "mm_niter_boundary_extension": (0, 100), "mm_nbins_xdiag": (3, 1000), "mm_threads": (0, 64),
+}
+MAX_PSFSIZE = 101
+MAX_IMAGES = 1000
 
 
 @dataclass(frozen=True)
@@ -138,6 +155,8 @@ class Requirements:
     mm_local_sigma: float = 3.0
     aux_targets: str = "median"
     mm_threads: int = 0
+    seeing_tolerance: float = 0.2
+    psf_match: bool = False
     # accepted for compatibility, unused here (numina's other methods)
     ignored: tuple = field(default=(), compare=False)
 
@@ -180,39 +199,39 @@ def _bool(key, v) -> bool:
         return v
     if isinstance(v, str) and v.strip().lower() in ("true", "false", "yes", "no"):
         return v.strip().lower() in ("true", "yes")
-    raise ParameterError(key, f"must be True or False, got {v!r}")
+    raise ParameterError(key, f"must be True or False, got {short(v)}")
 
 
 def _number(key, v, *, lo=None, hi=None, lo_open=False, integer=False):
     if isinstance(v, bool) or v is None:
-        raise ParameterError(key, f"must be a number, got {v!r}")
+        raise ParameterError(key, f"must be a number, got {short(v)}")
     if isinstance(v, str):
         try:
             v = float(v) if not integer else int(v)
         except ValueError:
-            raise ParameterError(key, f"must be a number, got {v!r}") from None
+            raise ParameterError(key, f"must be a number, got {short(v)}") from None
     if integer:
         if isinstance(v, float) and v.is_integer():
             v = int(v)
         if not isinstance(v, int):
-            raise ParameterError(key, f"must be an integer, got {v!r}")
+            raise ParameterError(key, f"must be an integer, got {short(v)}")
     else:
         try:
             v = float(v)
         except (TypeError, ValueError):
-            raise ParameterError(key, f"must be a number, got {v!r}") from None
+            raise ParameterError(key, f"must be a number, got {short(v)}") from None
         if not math.isfinite(v):
-            raise ParameterError(key, f"must be finite, got {v!r}")
+            raise ParameterError(key, f"must be finite, got {short(v)}")
     if lo is not None and (v < lo or (lo_open and v == lo)):
-        raise ParameterError(key, f"must be {'>' if lo_open else '>='} {lo}, got {v!r}")
+        raise ParameterError(key, f"must be {'>' if lo_open else '>='} {lo}, got {short(v)}")
     if hi is not None and v > hi:
-        raise ParameterError(key, f"must be <= {hi}, got {v!r}")
+        raise ParameterError(key, f"must be <= {hi}, got {short(v)}")
     return v
 
 
 def _choice(key, v, options):
     if not isinstance(v, str) or v.strip().lower() not in options:
-        raise ParameterError(key, f"must be one of {', '.join(options)}; got {v!r}")
+        raise ParameterError(key, f"must be one of {', '.join(options)}; got {short(v)}")
     return v.strip().lower()
 
 
@@ -220,7 +239,7 @@ def _pair(key, v, *, lo_open=True):
     """A float or a list of two floats (peaks run, tails run)."""
     if isinstance(v, (list, tuple)):
         if len(v) != 2:
-            raise ParameterError(key, f"must be one number or a list of two, got {v!r}")
+            raise ParameterError(key, f"must be one number or a list of two, got {short(v)}")
         return tuple(_number(key, x, lo=0.0, lo_open=lo_open) for x in v)
     x = _number(key, v, lo=0.0, lo_open=lo_open)
     return (x, x)
@@ -235,7 +254,7 @@ def _parse_literal(key, v):
         try:
             return ast.literal_eval(text)
         except (ValueError, SyntaxError):
-            raise ParameterError(key, f"cannot parse {v!r}") from None
+            raise ParameterError(key, f"cannot parse {short(v)}") from None
     return v
 
 
@@ -245,13 +264,13 @@ def _int_rows(key, v, width, *, allow=None, positive=True):
         return ()
     v = _parse_literal(key, v)
     if not isinstance(v, (list, tuple)):
-        raise ParameterError(key, f"must be a list of [{', '.join(['v'] * width)}] rows, got {v!r}")
+        raise ParameterError(key, f"must be a list of [{', '.join(['v'] * width)}] rows, got {short(v)}")
     if len(v) > 0 and not isinstance(v[0], (list, tuple)):
         v = [v]
     rows = []
     for row in v:
         if not isinstance(row, (list, tuple)) or len(row) not in ((width,) if allow is None else allow):
-            raise ParameterError(key, f"each entry must have {width} values, got {row!r}")
+            raise ParameterError(key, f"each entry must have {width} values, got {short(row)}")
         vals = tuple(_number(key, x, integer=True, lo=1 if positive else None) for x in row)
         rows.append(vals)
     return tuple(rows)
@@ -283,7 +302,7 @@ def parse_requirements(req: Mapping | None, *, n_images: int | None = None) -> R
             unknown.append(key)
     if unknown:
         raise ParameterError(
-            ", ".join(sorted(unknown)),
+            clip(", ".join(sorted(unknown)), 200),
             "unknown parameter(s) in requirements (not a numina-crmasks parameter nor an extension of this tool)",
         )
     d = {k: v for k, v in req.items() if k in known}
@@ -293,12 +312,12 @@ def parse_requirements(req: Mapping | None, *, n_images: int | None = None) -> R
     if crmethod in UNSUPPORTED_CRMETHODS:
         raise UnsupportedMethodError(
             "crmethod",
-            f"{crmethod!r} needs {UNSUPPORTED_CRMETHODS[crmethod]}, which this implementation does not "
+            f"{short(crmethod)} needs {UNSUPPORTED_CRMETHODS[crmethod]}, which this implementation does not "
             f"provide; use one of {', '.join(SUPPORTED_CRMETHODS)} (L.A.Cosmic via astroscrappy)",
         )
     out["crmethod"] = _choice("crmethod", crmethod, SUPPORTED_CRMETHODS)
 
-    for key in ("use_auxmedian", "interactive", "verify_cr", "la_gain_apply", "la_sepmed", "la_verbose"):
+    for key in ("use_auxmedian", "interactive", "verify_cr", "la_gain_apply", "la_sepmed", "la_verbose", "psf_match"):
         if key in d:
             out[key] = _bool(key, d[key])
 
@@ -320,11 +339,9 @@ def parse_requirements(req: Mapping | None, *, n_images: int | None = None) -> R
     out["flux_factor_regions"] = _regions("flux_factor_regions", d.get("flux_factor_regions"))
     if "apply_flux_factor_to" in d:
         out["apply_flux_factor_to"] = _choice("apply_flux_factor_to", d["apply_flux_factor_to"], ("original", "simulated"))
-    for key, lo in (("dilation", 0), ("semiwindow", 1), ("mm_dilation", 0), ("la_niter", 1),
-                    ("la_padwidth", 0), ("mm_knots_splfit", 2), ("mm_nsimulations", 1),
-                    ("mm_niter_boundary_extension", 0), ("mm_nbins_xdiag", 3), ("mm_threads", 0)):
+    for key, (lo, hi) in INTEGER_RANGES.items():
         if key in d:
-            out[key] = _number(key, d[key], integer=True, lo=lo)
+            out[key] = _number(key, d[key], integer=True, lo=lo, hi=hi)
     if "maxplots" in d:
         out["maxplots"] = _number("maxplots", d["maxplots"], integer=True)
     out["regions_to_be_skipped"] = _regions("regions_to_be_skipped", d.get("regions_to_be_skipped"))
@@ -354,7 +371,7 @@ def parse_requirements(req: Mapping | None, *, n_images: int | None = None) -> R
         if key in d:
             out[key] = _number(key, d[key], lo=0.0, lo_open=True)
     if "la_psfsize" in d:
-        size = _number("la_psfsize", d["la_psfsize"], integer=True, lo=3)
+        size = _number("la_psfsize", d["la_psfsize"], integer=True, lo=3, hi=MAX_PSFSIZE)
         if size % 2 == 0:
             raise ParameterError("la_psfsize", f"must be odd, got {size}")
         out["la_psfsize"] = size
@@ -384,7 +401,7 @@ def parse_requirements(req: Mapping | None, *, n_images: int | None = None) -> R
     else:
         offs = _parse_literal("mm_xy_offsets", offs)
         if not isinstance(offs, (list, tuple)) or not all(isinstance(o, (list, tuple)) and len(o) == 2 for o in offs):
-            raise ParameterError("mm_xy_offsets", f"must be a list of [xoffset, yoffset] pairs, got {offs!r}")
+            raise ParameterError("mm_xy_offsets", f"must be a list of [xoffset, yoffset] pairs, got {short(offs)}")
         vals = tuple((_number("mm_xy_offsets", o[0]), _number("mm_xy_offsets", o[1])) for o in offs)
         if n_images is not None and len(vals) != n_images:
             raise ParameterError("mm_xy_offsets", f"has {len(vals)} pairs for {n_images} images")
@@ -410,11 +427,11 @@ def parse_requirements(req: Mapping | None, *, n_images: int | None = None) -> R
     else:
         fp = _parse_literal("mm_fixed_points_in_boundary", fp)
         if not isinstance(fp, (list, tuple)):
-            raise ParameterError("mm_fixed_points_in_boundary", f"must be a list of [x, y(, weight)], got {fp!r}")
+            raise ParameterError("mm_fixed_points_in_boundary", f"must be a list of [x, y(, weight)], got {short(fp)}")
         pts = []
         for p in fp:
             if not isinstance(p, (list, tuple)) or len(p) not in (2, 3):
-                raise ParameterError("mm_fixed_points_in_boundary", f"each point must be [x, y] or [x, y, weight], got {p!r}")
+                raise ParameterError("mm_fixed_points_in_boundary", f"each point must be [x, y] or [x, y, weight], got {short(p)}")
             w = DEFAULT_WEIGHT_FIXED_POINTS if len(p) == 2 else _number("mm_fixed_points_in_boundary", p[2], lo=0.0, lo_open=True)
             pts.append((_number("mm_fixed_points_in_boundary", p[0]), _number("mm_fixed_points_in_boundary", p[1]), w))
         out["mm_fixed_points_in_boundary"] = tuple(pts)
@@ -436,10 +453,12 @@ def parse_requirements(req: Mapping | None, *, n_images: int | None = None) -> R
         out["mm_local_sigma"] = _number("mm_local_sigma", d["mm_local_sigma"], lo=0.0)
     if "aux_targets" in d:
         out["aux_targets"] = _choice("aux_targets", d["aux_targets"], ("median", "all"))
+    if "seeing_tolerance" in d:
+        out["seeing_tolerance"] = _number("seeing_tolerance", d["seeing_tolerance"], lo=0.0, lo_open=True)
 
     r = Requirements(**out, ignored=tuple(sorted(ignored)))
     if r.use_auxmedian and r.aux_method is None:
-        raise ParameterError("use_auxmedian", f"needs an auxiliary method, but crmethod={r.crmethod!r} has none")
+        raise ParameterError("use_auxmedian", f"needs an auxiliary method, but crmethod={short(r.crmethod)} has none")
     return r
 
 
@@ -452,7 +471,8 @@ def parse_config(data: Mapping, *, base_dir: str | os.PathLike | None = None) ->
         raise ParameterError("<file>", f"must be a mapping of parameters, got {type(data).__name__}")
     unknown = [k for k in data if k not in _TOP_LEVEL]
     if unknown:
-        raise ParameterError(", ".join(map(str, unknown)), f"unknown top-level key(s); expected {', '.join(_TOP_LEVEL)}")
+        raise ParameterError(clip(", ".join(map(str, unknown)), 200),
+                             f"unknown top-level key(s); expected {', '.join(_TOP_LEVEL)}")
     for key in ("images", "gain", "rnoise", "bias", "requirements"):
         if key not in data:
             raise ParameterError(key, "must be given")
@@ -461,6 +481,8 @@ def parse_config(data: Mapping, *, base_dir: str | os.PathLike | None = None) ->
         raise ParameterError("images", "must be a list of FITS file names")
     if len(images) < 3:
         raise ParameterError("images", f"needs at least 3 exposures, got {len(images)}")
+    if len(images) > MAX_IMAGES:
+        raise ParameterError("images", f"lists {len(images)} exposures; at most {MAX_IMAGES} are combined at once")
     base = Path(base_dir) if base_dir is not None else None
 
     def resolve(p: str) -> str:
@@ -503,13 +525,17 @@ def _looks_numeric(s: str) -> bool:
 
 def load_config(path: str | os.PathLike) -> CRMasksConfig:
     """Read and validate a numina-crmasks YAML parameter file."""
-    import yaml
+    from astrid_pipeline.errors import ConfigError
+    from astrid_pipeline.io.safe_yaml import load_yaml
 
     p = Path(path)
     if not p.exists():
         raise ParameterError("<file>", f"{p}: parameter file does not exist")
     try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise ParameterError("<file>", f"{p}: not valid YAML ({exc})") from exc
-    return parse_config(data or {}, base_dir=p.parent)
+        data = load_yaml(p)
+    except ConfigError as exc:
+        raise ParameterError("<file>", str(exc)) from None
+    try:
+        return parse_config(data or {}, base_dir=p.parent)
+    except ParameterError as exc:
+        raise type(exc)(exc.key, f"{exc.reason} (in {p})") from None

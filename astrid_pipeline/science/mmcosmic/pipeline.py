@@ -8,6 +8,12 @@ The bias is subtracted once, at the start, from every exposure; every
 quantity after that (diagram, thresholds, simulations, combinations,
 max2d) uses the bias-subtracted data. (numina 0.40.0 mixes raw and
 bias-subtracted values when the bias is not zero.)
+
+The seeing of every exposure is measured first (:mod:`.seeing`); when it
+varies by more than ``seeing_tolerance`` the run warns (and
+``result.seeing`` says so), and with ``psf_match`` the exposures are
+convolved to the worst seeing before anything else, so star cores do not
+enter the median-minimum diagram as cosmic rays.
 """
 
 from __future__ import annotations
@@ -70,6 +76,7 @@ class CRMasksResult:
     combinations: dict = field(default_factory=dict)  # name -> Combined
     timings: dict = field(default_factory=dict)
     counts: dict = field(default_factory=dict)
+    seeing: object = None  # .seeing.SeeingReport: per-exposure FWHM, variation, warning, PSF matching
 
 
 def validate_stack(arrays, *, k: int = 2, names=None) -> np.ndarray:
@@ -115,6 +122,16 @@ def _bias_array(bias, shape):
     return b
 
 
+def cr_cleaned_exposure(image: np.ndarray, fwhm: float, req: Requirements, *, gain: float, rnoise: float):
+    """One exposure with its single-exposure CRs replaced (L.A.Cosmic, PSF of FWHM ``fwhm`` when measured)."""
+    from dataclasses import replace
+
+    r = replace(req, la_psffwhm_x=float(fwhm), la_psffwhm_y=float(fwhm)) if np.isfinite(fwhm) else req
+    aux = lacosmic_peaks_tails(image, r, gain=gain, rnoise=rnoise)
+    # only the pixels of the final mask: the tails pass also cleans pixels whose group holds no peak
+    return np.where(aux.mask, aux.cleaned, image)
+
+
 def compute_crmasks(
     arrays,
     *,
@@ -139,6 +156,19 @@ def compute_crmasks(
     if not (np.isfinite(rnoise) and rnoise >= 0):
         raise ParameterError("rnoise", f"must be >= 0, got {rnoise}")
     stack = raw - _bias_array(bias, (ny, nx))[None]
+
+    # ---- seeing: measure, warn, optionally match to the worst ------------------------------
+    t = time.perf_counter()
+    from .seeing import measure_seeing, psf_match
+
+    seeing = measure_seeing(stack, saturation=req.la_satlevel - float(np.mean(bias)),
+                            tolerance=req.seeing_tolerance)
+    if req.psf_match:
+        # convolve sky and stars only: each exposure's own obvious CRs (L.A.Cosmic with the exposure's own
+        # seeing as its PSF, so star cores are not taken for CRs) are added back sharp
+        stack = psf_match(stack, seeing, clean=lambda i: cr_cleaned_exposure(stack[i], seeing.fwhm[i], req,
+                                                                           gain=gain, rnoise=rnoise))
+    timings["seeing"] = time.perf_counter() - t
 
     allowed = ~fits_regions_to_mask(req.regions_to_be_skipped, (ny, nx)) if req.regions_to_be_skipped else np.ones((ny, nx), bool)
     ignored = fits_pixels_to_mask(req.pixels_to_be_ignored_as_cr, (ny, nx))
@@ -306,7 +336,7 @@ def compute_crmasks(
         simulated_flux_factors=np.asarray(sim_ff, dtype=np.float64), offsets=list(offsets),
         boundary=boundary, simulated=simulated, crosses=crosses, mm_threshold=float(mm_threshold),
         code=code, masks=masks, auxclean=np.asarray(auxclean, dtype=np.float32), allowed=allowed,
-        requirements=req, gain=float(gain), rnoise=float(rnoise), bias=bias, timings=timings,
+        requirements=req, gain=float(gain), rnoise=float(rnoise), bias=bias, timings=timings, seeing=seeing,
     )
     if with_combinations:
         t = time.perf_counter()

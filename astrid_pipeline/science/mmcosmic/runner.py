@@ -50,6 +50,25 @@ def read_exposure(path: str | os.PathLike, extnum: int | str = 0) -> np.ndarray:
     return data.astype(np.float32)
 
 
+def read_header(path: str | os.PathLike, extnum: int | str = 0):
+    """The header of extension ``extnum`` with the primary header's cards it lacks (EXPTIME, DATE-OBS...)."""
+    hdul = open_fits(path)
+    try:
+        try:
+            hdu = hdul[extnum]
+        except (KeyError, IndexError):
+            raise MissingExtensionError(path, f"has no extension {extnum!r}") from None
+        hdr = hdu.header.copy()
+        if hdu is not hdul[0]:
+            for card in hdul[0].header.cards:
+                if card.keyword not in hdr and card.keyword not in ("", "COMMENT", "HISTORY") \
+                        and not card.keyword.startswith(("NAXIS", "BITPIX", "SIMPLE", "EXTEND")):
+                    hdr[card.keyword] = (card.value, card.comment)
+        return hdr
+    finally:
+        hdul.close()
+
+
 def read_stack(paths: Sequence[str | os.PathLike], extnum: int | str = 0) -> list[np.ndarray]:
     """All exposures of a stack (validation of the set is done by the pipeline)."""
     return [read_exposure(p, extnum) for p in paths]
@@ -70,6 +89,8 @@ class RunSummary:
     timings: dict
     boundary_at: dict = field(default_factory=dict)  # x -> boundary y, for a quick look
     result: CRMasksResult | None = None
+    seeing: dict = field(default_factory=dict)  # per-exposure FWHM, variation, warning, PSF matching
+    reused_masks: str = ""  # the crmasks.fits the combinations were made with (``--crmasks``), else ""
 
 
 def run_arrays(
@@ -84,22 +105,63 @@ def run_arrays(
     replace_folder: bool = False,
     plots: bool = True,
     keep_result: bool = False,
+    header=None,
 ) -> RunSummary:
     """Compute the masks of in-memory exposures and write every product into ``output_dir``.
 
     ``replace_folder`` makes ``output_dir`` hold exactly this run's products
     (the folder is swapped in one rename); otherwise the files are moved into
     ``output_dir`` next to whatever is there, each only once all are written.
+    ``header``: the first exposure's header (:func:`read_header`), whose WCS,
+    EXPTIME and epoch the combined images keep.
     """
     req = requirements or Requirements()
     result = compute_crmasks(arrays, gain=gain, rnoise=rnoise, bias=bias, requirements=req, names=names)
     writer = write_folder if replace_folder else write_into
-    files = writer(result, output_dir, inputs=list(names or []), plots=plots)
+    files = writer(result, output_dir, inputs=list(names or []), plots=plots, header=header)
     bat = {}
     if result.boundary is not None:
         for xv in (0.0, 100.0, 1000.0, 10000.0):
             bat[xv] = float(result.boundary(np.array(xv)))
-    return RunSummary(Path(output_dir), files, result.counts, result.timings, bat, result if keep_result else None)
+    seeing = result.seeing.as_dict() if result.seeing is not None else {}
+    return RunSummary(Path(output_dir), files, result.counts, result.timings, bat, result if keep_result else None,
+                      seeing)
+
+
+def run_with_saved_masks(
+    arrays,
+    crmasks: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    *,
+    gain: float,
+    rnoise: float,
+    bias=0.0,
+    requirements: Requirements | None = None,
+    names: Sequence[str] | None = None,
+    header=None,
+) -> RunSummary:
+    """The combinations of ``arrays`` with the masks of a saved ``crmasks.fits`` (numina's ``--crmasks``).
+
+    No mask is recomputed; only the ``combined_*.fits`` files are written
+    (into ``output_dir``, all-or-nothing), as numina-crmasks does.
+    """
+    import time
+
+    from .outputs import files_into, write_combinations
+    from .reuse import combine_with_saved_masks, read_crmasks
+
+    req = requirements or Requirements()
+    t0 = time.perf_counter()
+    saved = read_crmasks(crmasks)
+    stack, combos, seeing = combine_with_saved_masks(arrays, saved, gain=gain, rnoise=rnoise, bias=bias,
+                                                     requirements=req, names=names)
+    files = files_into(output_dir, lambda tmp: write_combinations(
+        combos, tmp, uid=saved.uuid, n=stack.shape[0], k=req.mm_cr_coincidences, masks=saved.masks, gain=gain,
+        rnoise=rnoise, use_auxmedian=req.use_auxmedian, inputs=list(names or []), header=header, seeing=seeing))
+    counts = {"n_exposures": int(stack.shape[0]),
+              **{f"{nm.lower()}_pixels": int(m.sum()) for nm, m in saved.masks.items()}}
+    return RunSummary(Path(output_dir), files, counts, {"total": time.perf_counter() - t0},
+                      seeing=seeing.as_dict() if seeing is not None else {}, reused_masks=str(saved.path))
 
 
 def run_config(
@@ -109,12 +171,21 @@ def run_config(
     replace_folder: bool = False,
     plots: bool = True,
     keep_result: bool = False,
+    crmasks: str | os.PathLike | None = None,
 ) -> RunSummary:
-    """Read the exposures a parameter file names, run, write the products."""
+    """Read the exposures a parameter file names, run, write the products.
+
+    ``crmasks``: a ``crmasks.fits`` written earlier; its masks are applied
+    as they are (no recomputation) and only the combined images are written.
+    """
     arrays = read_stack(config.images, config.extnum)
     bias = read_bias(config.bias, config.extnum)
+    header = read_header(config.images[0], config.extnum)
+    if crmasks:
+        return run_with_saved_masks(arrays, crmasks, output_dir, gain=config.gain, rnoise=config.rnoise, bias=bias,
+                                    requirements=config.requirements, names=list(config.images), header=header)
     return run_arrays(
         arrays, output_dir, gain=config.gain, rnoise=config.rnoise, bias=bias,
         requirements=config.requirements, names=list(config.images), replace_folder=replace_folder,
-        plots=plots, keep_result=keep_result,
+        plots=plots, keep_result=keep_result, header=header,
     )

@@ -22,7 +22,7 @@ class SimulatedStack:
     """Simulated exposures and the truth behind them (all arrays in ADU)."""
 
     images: np.ndarray  # (N, ny, nx) float32, what a detector would record (bias included)
-    model: np.ndarray  # (ny, nx) noise-free sky + stars, bias subtracted
+    model: np.ndarray  # (ny, nx) noise-free sky + stars, bias subtracted (the mean over exposures)
     cosmic_rays: np.ndarray  # (N, ny, nx) float32, CR signal added to each exposure
     coincident: np.ndarray  # (n_hits, 2) int: (row, col) of each deliberate coincident hit core
     coincident_exposures: np.ndarray  # (n_hits, k) int: which exposures each hit is in
@@ -101,7 +101,7 @@ def simulate_stack(
     n_stars: int | None = None,
     star_peak_max: float = 30000.0,
     star_peak_min: float = 50.0,
-    fwhm: float = 2.5,
+    fwhm: float | tuple = 2.5,
     gain: float = 1.0,
     rnoise: float = 3.4,
     bias: float = 0.0,
@@ -119,7 +119,8 @@ def simulate_stack(
     sky : sky level per exposure (ADU).
     n_stars : number of stars (default: one per ~400 pixels).
     star_peak_max, star_peak_min : range of star peak values (ADU), power-law distributed.
-    fwhm : Gaussian PSF FWHM (pixels).
+    fwhm : Gaussian PSF FWHM (pixels); one value per exposure for a stack whose seeing varies
+        (star fluxes are kept; ``star_peak_*`` then refer to the first exposure's seeing).
     gain, rnoise, bias : detector gain (e-/ADU), read noise (ADU) and bias (ADU).
     cr_fraction : fraction of pixels touched by random cosmic rays in each exposure.
     cr_median_adu : median peak amplitude of a cosmic ray (ADU).
@@ -134,11 +135,16 @@ def simulate_stack(
     if ny < 8 or nx < 8:
         raise ValueError("shape must be at least 8x8")
     rng = np.random.default_rng(seed)
+    fwhms = np.broadcast_to(np.asarray(fwhm, dtype=np.float64), (n_exposures,)).copy() \
+        if np.ndim(fwhm) == 0 or len(fwhm) == n_exposures else None
+    if fwhms is None:
+        raise ValueError(f"fwhm needs one value or {n_exposures} (one per exposure), got {len(fwhm)}")
+    if not (fwhms > 0).all():
+        raise ValueError("fwhm must be > 0")
 
     # --- noise-free model: sky + stars -------------------------------------------------
     if n_stars is None:
         n_stars = max(1, (ny * nx) // 400)
-    sigma_psf = fwhm / 2.3548200450309493
     # power law in peak between min and max (many faint stars, few bright ones)
     u = rng.random(n_stars)
     alpha = 1.5
@@ -146,16 +152,26 @@ def simulate_stack(
     peaks = (lo + u * (hi - lo)) ** (1 / (1 - alpha))
     ys = rng.uniform(0, ny - 1, n_stars)
     xs = rng.uniform(0, nx - 1, n_stars)
-    model = np.full((ny, nx), float(sky), dtype=np.float64)
-    half = int(np.ceil(5 * sigma_psf))
-    dy, dx = np.mgrid[-half : half + 1, -half : half + 1]
-    for yc, xc, pk in zip(ys, xs, peaks):
-        iy, ix = int(round(yc)), int(round(xc))
-        r0, r1 = max(iy - half, 0), min(iy + half + 1, ny)
-        c0, c1 = max(ix - half, 0), min(ix + half + 1, nx)
-        gy = dy[(r0 - iy + half) : (r1 - iy + half), (c0 - ix + half) : (c1 - ix + half)] + iy - yc
-        gx = dx[(r0 - iy + half) : (r1 - iy + half), (c0 - ix + half) : (c1 - ix + half)] + ix - xc
-        model[r0:r1, c0:c1] += pk * np.exp(-0.5 * (gy**2 + gx**2) / sigma_psf**2)
+
+    def render(fw: float) -> np.ndarray:
+        """Sky + stars at seeing ``fw``; star fluxes fixed by their peaks at the first exposure's seeing."""
+        sigma_psf = fw / 2.3548200450309493
+        scale = (fwhms[0] / fw) ** 2
+        m = np.full((ny, nx), float(sky), dtype=np.float64)
+        half = int(np.ceil(5 * sigma_psf))
+        dy, dx = np.mgrid[-half : half + 1, -half : half + 1]
+        for yc, xc, pk in zip(ys, xs, peaks):
+            iy, ix = int(round(yc)), int(round(xc))
+            r0, r1 = max(iy - half, 0), min(iy + half + 1, ny)
+            c0, c1 = max(ix - half, 0), min(ix + half + 1, nx)
+            gy = dy[(r0 - iy + half) : (r1 - iy + half), (c0 - ix + half) : (c1 - ix + half)] + iy - yc
+            gx = dx[(r0 - iy + half) : (r1 - iy + half), (c0 - ix + half) : (c1 - ix + half)] + ix - xc
+            m[r0:r1, c0:c1] += pk * scale * np.exp(-0.5 * (gy**2 + gx**2) / sigma_psf**2)
+        return m
+
+    varying = bool(np.ptp(fwhms) > 0)
+    exposure_models = np.stack([render(f) for f in fwhms]) if varying else None
+    model = render(float(fwhms[0])) if not varying else exposure_models.mean(axis=0)
 
     # --- cosmic rays ---------------------------------------------------------------------
     cr = np.zeros((n_exposures, ny, nx), dtype=np.float64)
@@ -186,7 +202,8 @@ def simulate_stack(
     images = np.empty((n_exposures, ny, nx), dtype=np.float32)
     electrons_model = np.clip(model, 0, None) * gain
     for i in range(n_exposures):
-        photons = rng.poisson(electrons_model).astype(np.float64) / gain
+        lam = electrons_model if exposure_models is None else np.clip(exposure_models[i], 0, None) * gain
+        photons = rng.poisson(lam).astype(np.float64) / gain
         images[i] = photons + cr[i] + rng.normal(0.0, rnoise, (ny, nx)) + bias
 
     return SimulatedStack(
@@ -202,7 +219,8 @@ def simulate_stack(
         meta={
             "sky": sky,
             "n_stars": int(n_stars),
-            "fwhm": fwhm,
+            "fwhm": float(fwhms[0]) if not varying else [float(f) for f in fwhms],
+            "star_x": xs, "star_y": ys, "star_peak": peaks,
             "cr_fraction": cr_fraction,
             "n_cr_per_exposure": n_cr,
             "n_coincident": int(n_coincident),

@@ -1,16 +1,28 @@
-"""Products of ramp detection: HDF5 class mask + features, Parquet events, detections.json.
+"""Products of ramp detection, written to explicit paths (no data layout here).
 
 Every file is written atomically (temporary name, then rename), and only
 after the detection has finished, so a failed run leaves no product behind.
+:func:`write_products` writes into one output directory:
 
 - ``mask.h5``: ``/class_mask`` (0 background, 1 cosmic ray, 2 telegraph
   noise, 3 snowball), ``/features/*`` (per-pixel temporal features),
-  ``/jumps`` (every flagged pixel-group) and ``/events``.
-- ``catalogs/ramp_events/detector=<id>/exposure=<n>/part-0.parquet``: one row
-  per event with ohana's fields; units in the field metadata.
-- ``detections.json``: ohana's list of detections (``type``, ``centroid``
-  as [row, col], ``first_frame``, ``mean_intensity``, ``max_intensity``,
-  ``spatial_extent`` and the method's metrics).
+  ``/jumps`` (every flagged pixel-group; ``event`` -1 = a lone marginal
+  jump not catalogued, -2 = a switch of an RTN pixel), ``/rtn_switches`` and
+  ``/events``.
+- ``prediction_mask.npy``: the same class mask as ohana writes it (uint8,
+  rows x cols, ohana's codes).
+- ``detections.json``: ohana's list of detections: ``type``, ``centroid``
+  and ``center_pixel`` ([row, col]), ``pixel_coords`` (every [row, col] of
+  the event), ``first_frame``, ``mean_intensity``, ``max_intensity``,
+  ``spatial_extent``, ``confidence``, ``step_fit_quality`` and the
+  method's metrics, plus ours (``event_id``, ``snr``, ``confidence_source``).
+- ``groupdq.fits`` (optional): the jump flags as JWST ``GROUPDQ`` /
+  ``PIXELDQ`` extensions (:mod:`astrid_pipeline.science.ramps.jwst_dq`).
+- ``preview.png`` (optional).
+
+The Parquet event table (one row per event with ohana's fields, units in
+the field metadata) goes to the explicit ``events_path`` the caller gives
+(the pipeline puts it in its hive-partitioned catalog).
 """
 
 from __future__ import annotations
@@ -25,6 +37,13 @@ import pyarrow as pa
 from astrid_pipeline.io.parquet_io import Column, make_schema
 from astrid_pipeline.science.ramps.config import CLASS_CODES
 from astrid_pipeline.science.ramps.detect import FEATURE_UNITS, DetectionResult
+
+#: file names inside an output directory
+MASK_FILE = "mask.h5"
+PREDICTION_MASK_FILE = "prediction_mask.npy"
+DETECTIONS_FILE = "detections.json"
+GROUPDQ_FILE = "groupdq.fits"
+PREVIEW_FILE = "preview.png"
 
 EVENTS_TABLE = "ramp_events"
 
@@ -55,6 +74,8 @@ def event_columns(unit: str) -> list[Column]:
         Column("n_saturated", pa.int64(), "pix", "pixels whose jump ended in saturation"),
         Column("halo_fraction", pa.float64(), "", "fraction of the ring outside the core that jumped"),
         Column("halo_expansion", pa.float64(), "pix", "growth of the snowball's extent in the next groups"),
+        Column("confidence", pa.float64(), "", "rules: 1 - chance that noise alone reaches this significance "
+               "in the pixel; U-Net: mean class probability over the event's pixels"),
     ]
 
 
@@ -90,19 +111,31 @@ def write_mask_hdf5(path, result: DetectionResult, attrs: dict | None = None) ->
             write_dataset(g, name, arr, unit=FEATURE_UNITS.get(name, "").format(unit=unit))
         jumps = {k: result.jumps[k] for k in ("y", "x", "frame", "amp", "z", "event")}
         write_table_group(f, "jumps", jumps, units={"amp": unit, "frame": "group"})
+        write_table_group(f, "rtn_switches", result.rtn_switches, units={"frame": "group"})
         ev = {k: (v.astype(str) if k == "type" else v) for k, v in result.events.items()}
         write_table_group(f, "events", ev, units={c.name: c.unit for c in event_columns(unit) if c.unit})
         set_attrs(f["class_mask"], {"counts": result.counts()})
     return Path(path)
 
 
-def write_events_parquet(result: DetectionResult, root, detector: str, exposure: str) -> Path:
-    from astrid_pipeline.io.parquet_io import write_partitioned
-    from astrid_pipeline.layout import safe_key
+def events_schema(unit: str) -> pa.Schema:
+    return make_schema(event_columns(unit), {"table": EVENTS_TABLE, "class_codes": json.dumps(CLASS_CODES)})
 
-    schema = make_schema(event_columns(result.unit), {"table": EVENTS_TABLE, "class_codes": json.dumps(CLASS_CODES)})
-    return write_partitioned(events_table(result), root, EVENTS_TABLE,
-                             {"detector": safe_key(detector), "exposure": safe_key(exposure)}, schema)
+
+def write_events_parquet(result: DetectionResult, path) -> Path:
+    """The event table as one Parquet file at ``path`` (units and descriptions in the field metadata)."""
+    import pyarrow.parquet as pq
+
+    from astrid_pipeline.io.atomic import atomic_path
+    from astrid_pipeline.io.parquet_io import to_arrow
+
+    df = events_table(result)
+    if "confidence" not in df:
+        df["confidence"] = event_confidence(result)
+    table = to_arrow(df, events_schema(result.unit))
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    return Path(path)
 
 
 def _clean(v):
@@ -116,22 +149,71 @@ def _clean(v):
     return v
 
 
-def detections_list(result: DetectionResult) -> list[dict]:
-    """ohana's ``detections.json`` entries (one dict per event)."""
+def event_confidence(result: DetectionResult) -> np.ndarray:
+    """Confidence in [0, 1] of every event.
+
+    Rules: one minus the chance that noise alone gives this significance
+    somewhere in the pixel's ramp, ``1 - min(1, (groups - 1) x P(N(0,1) > snr))``
+    (ohana reports a confidence per detection; a 5 sigma event scores
+    0.99999). Events the U-Net made or changed carry its mean class
+    probability instead (``result.events["confidence"]`` when present).
+    """
     ev = result.events
+    if "confidence" in ev:
+        return np.asarray(ev["confidence"], dtype=np.float64)
+    from scipy.special import ndtr
+
+    z = np.nan_to_num(np.asarray(ev["snr"], dtype=np.float64), nan=0.0, posinf=50.0, neginf=0.0)
+    return 1.0 - np.minimum(1.0, max(result.n_groups - 1, 1) * ndtr(-z))
+
+
+def event_pixels(result: DetectionResult) -> list[np.ndarray]:
+    """The (row, col) pixels of every event, from the jump list (RTN events: their pixel)."""
+    ev = result.events
+    E = len(ev["type"])
+    out = [np.zeros((0, 2), np.int64) for _ in range(E)]
+    j = result.jumps
+    e = np.asarray(j.get("event", np.zeros(0)), dtype=np.int64)
+    sel = e >= 0
+    if sel.any():
+        ny, nx = result.mask.shape
+        key = np.unique(e[sel].astype(np.int64) * (ny * nx) + j["y"][sel].astype(np.int64) * nx + j["x"][sel])
+        eid = key // (ny * nx)
+        rest = key % (ny * nx)
+        cuts = np.flatnonzero(np.diff(eid)) + 1
+        for grp_e, grp in zip(np.split(eid, cuts), np.split(rest, cuts)):
+            if len(grp) and grp_e[0] < E:
+                out[int(grp_e[0])] = np.stack([grp // nx, grp % nx], axis=1)
+    for i in range(E):
+        if len(out[i]) == 0:
+            out[i] = np.array([[int(round(ev["centroid_y"][i])), int(round(ev["centroid_x"][i]))]])
+    return out
+
+
+def detections_list(result: DetectionResult) -> list[dict]:
+    """ohana's ``detections.json`` entries (one dict per event), with ohana's keys first."""
+    ev = result.events
+    conf = event_confidence(result)
+    pixels = event_pixels(result)
+    source = ev.get("confidence_source")
     out = []
     for i in range(len(ev["type"])):
         t = ev["type"][i]
+        cy, cx = ev["centroid_y"][i], ev["centroid_x"][i]
         d = {
             "type": t,
-            "centroid": [_clean(ev["centroid_y"][i]), _clean(ev["centroid_x"][i])],
+            "centroid": [_clean(cy), _clean(cx)],
+            "center_pixel": [int(round(float(cy))), int(round(float(cx)))],
+            "pixel_coords": pixels[i].tolist(),
             "first_frame": _clean(ev["first_frame"][i]),
             "mean_intensity": _clean(ev["mean_intensity"][i]),
             "max_intensity": _clean(ev["max_intensity"][i]),
             "spatial_extent": _clean(ev["spatial_extent"][i]),
+            "confidence": _clean(conf[i]),
+            "step_fit_quality": _clean(ev["fit_quality"][i]),
         }
         if t == "telegraph_noise":
-            d["position"] = [int(round(ev["centroid_y"][i])), int(round(ev["centroid_x"][i]))]
+            d["position"] = d["center_pixel"]
             for k in ("n_transitions", "rtn_amplitude", "rtn_level_low", "rtn_level_high", "dwell_high",
                       "dwell_low", "fit_quality", "snr"):
                 d[k] = _clean(ev[k][i])
@@ -142,6 +224,7 @@ def detections_list(result: DetectionResult) -> list[dict]:
                 for k in ("core_radius", "circularity", "n_saturated", "halo_fraction", "halo_expansion"):
                     d[k] = _clean(ev[k][i])
         d["event_id"] = int(ev["event_id"][i])
+        d["confidence_source"] = str(source[i]) if source is not None else "rules"
         out.append(d)
     return out
 
@@ -191,15 +274,38 @@ def preview_png(path, result: DetectionResult, title: str = "") -> Path:
     return Path(path)
 
 
-def write_products(result: DetectionResult, layout, detector: str, exposure: str, attrs: dict | None = None,
-                   preview: bool = True) -> dict:
-    """Write every product of one (detector, exposure) under a :class:`DataLayout`; returns their paths."""
-    d = layout.detector_dir(detector, exposure)
+def write_prediction_mask(path, result: DetectionResult) -> Path:
+    """ohana's ``prediction_mask.npy``: the class mask, uint8 (rows, cols)."""
+    from astrid_pipeline.io.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.ascontiguousarray(result.mask, dtype=np.uint8))
+    return Path(path)
+
+
+def write_products(result: DetectionResult, out_dir, *, events_path=None, attrs: dict | None = None,
+                   preview: bool = True, title: str = "", groupdq: bool = False, n_integrations: int = 1) -> dict:
+    """Write every product of one detection into ``out_dir``; returns their paths by name.
+
+    ``mask.h5``, ``prediction_mask.npy`` and ``detections.json`` always;
+    ``preview.png`` with ``preview``; ``groupdq.fits`` (JWST GROUPDQ/PIXELDQ,
+    ``n_integrations`` deep) with ``groupdq``; the Parquet event table at
+    ``events_path`` when given.
+    """
+    d = Path(out_dir)
     paths = {
-        "mask": write_mask_hdf5(d / "mask.h5", result, attrs),
-        "events": write_events_parquet(result, layout.root, detector, exposure),
-        "detections": write_detections_json(d / "detections.json", result),
+        "mask": write_mask_hdf5(d / MASK_FILE, result, attrs),
+        "prediction_mask": write_prediction_mask(d / PREDICTION_MASK_FILE, result),
+        "detections": write_detections_json(d / DETECTIONS_FILE, result),
     }
+    if events_path is not None:
+        paths["events"] = write_events_parquet(result, events_path)
+    if groupdq:
+        from astrid_pipeline.science.ramps.jwst_dq import groupdq_from_detection, write_dq_fits
+
+        gdq, pdq = groupdq_from_detection(result, n_integrations=max(n_integrations, result.integration + 1))
+        paths["groupdq"] = write_dq_fits(d / GROUPDQ_FILE, gdq, pdq, {"INTEGRAT": result.integration})
     if preview:
-        paths["preview"] = preview_png(d / "preview.png", result, title=f"{detector} / {exposure}")
+        paths["preview"] = preview_png(d / PREVIEW_FILE, result, title=title)
     return paths

@@ -36,7 +36,7 @@ class ReferenceCorrector:
         if not self.active:
             return
         n_out = max(1, int(source.num_outputs))
-        self.col_output = (np.arange(nx) * n_out // nx).astype(np.intp)
+        self.col_output = output_geometry(nx, n_out)[0]
         rows = []
         if bot:
             rows.append(source.read_rows(0, bot, integration))
@@ -74,6 +74,31 @@ class ReferenceCorrector:
                 side = uniform_filter1d(side, size=min(self.side_window, side.shape[1]), axis=1, mode="nearest")
             block -= side[:, :, None].astype(np.float32)
         return block
+
+
+#: pixel times of overhead at the end of each row of each output (JWST SIDECAR full-frame timing)
+ROW_OVERHEAD_PIXELS = 12
+
+
+def output_geometry(nx: int, n_outputs: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Readout output of each column, its position in that output's read order, and the row period.
+
+    Outputs are strips of columns read simultaneously; as in the H2RG's
+    SIDECAR readout, even outputs read left to right and odd outputs right to
+    left. Returns ``(output index (nx,), read position (nx,), row period in
+    pixel times = widest output + ROW_OVERHEAD_PIXELS)``.
+    """
+    n_out = max(1, int(n_outputs))
+    out = (np.arange(nx) * n_out // nx).astype(np.intp)
+    pos = np.zeros(nx, dtype=np.intp)
+    width = 0
+    for o in range(n_out):
+        cols = np.flatnonzero(out == o)
+        if len(cols) == 0:
+            continue
+        width = max(width, len(cols))
+        pos[cols] = np.arange(len(cols)) if o % 2 == 0 else np.arange(len(cols))[::-1]
+    return out, pos, width + ROW_OVERHEAD_PIXELS
 
 
 def science_mask(shape: tuple, refpix: tuple) -> np.ndarray:

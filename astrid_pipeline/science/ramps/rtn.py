@@ -19,6 +19,8 @@ and is not RTN; white noise has no significant second level.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 
@@ -74,13 +76,18 @@ def fit_two_level(Y: np.ndarray, n_iter: int = 10) -> dict:
     sse1 = (res * res).sum(axis=0)
     r = Y - np.median(np.diff(Y, axis=0), axis=0) * tc
     rs = np.sort(r, axis=0)
-    gap = np.argmax(np.diff(rs, axis=0), axis=0)
+    gaps = np.diff(rs, axis=0)
     cols = np.arange(P)
     inits = [
-        r > 0.5 * (r.min(axis=0) + r.max(axis=0)),
-        r > np.median(r, axis=0),
-        r > 0.5 * (rs[gap, cols] + rs[gap + 1, cols]),
+        r > 0.5 * (rs[0] + rs[-1]),
+        r > 0.5 * (rs[(n - 1) // 2] + rs[n // 2]),  # the median
     ]
+    # the three widest gaps between sorted residuals, and splits at fixed quantiles:
+    # short high or low states (one or two reads) are found from the gaps
+    order = np.argsort(gaps, axis=0)
+    for g in range(1, min(3, n - 1) + 1):
+        gap = order[-g]
+        inits.append(r > 0.5 * (rs[gap, cols] + rs[gap + 1, cols]))
     best = None
     for s0 in inits:
         a_, b_, A_, s_, sse_ = _alternate(Y, tc, s0, n_iter)
@@ -163,3 +170,68 @@ def classify_rtn(
         & (fit["step_consistency"] >= 0.5)
     )
     return ok, snr, tstat
+
+
+def line_chi2(Y: np.ndarray, noise) -> np.ndarray:
+    """Reduced chi2 of reads 1..n-1 of each column of ``Y`` (groups, pixels) about a straight line.
+
+    The same statistic the jump pass computes block by block to pick RTN
+    candidates (read 0 and any linear trend drop out of a line fit).
+    """
+    Yr = np.asarray(Y)[1:]
+    m = Yr.shape[0]
+    t = np.arange(m, dtype=Yr.dtype)
+    t -= t.mean()
+    r = Yr - Yr.mean(axis=0)
+    st = t @ r
+    sse = (r * r).sum(axis=0) - st * st / float(t @ t)
+    return sse / (np.asarray(noise, dtype=np.float64) ** 2 * max(m - 2, 1))
+
+
+@lru_cache(maxsize=64)
+def tstat_threshold(n_reads: int, false_rate: float, *, candidate_chi2: float | None, min_snr: float,
+                    min_transitions: int, max_transitions: int, fit_quality_threshold: float,
+                    floor: float, seed: int = 0) -> float:
+    """Two-level significance threshold that white noise passes at ``false_rate`` per pixel.
+
+    Simulates pure white-noise ramps of ``n_reads`` reads (unit noise) and
+    runs them through the same RTN candidacy (line chi2 above
+    ``candidate_chi2``) and two-level classification as real pixels, all
+    criteria but the t-statistic; the threshold is the t-statistic that at
+    most ``false_rate`` of them exceed (never below ``floor``). The number of
+    simulated ramps is 30 / ``false_rate`` (at least 200 000), so the
+    threshold is set by tens of exceedances; the simulation stops early
+    when none of the first 3 / ``false_rate`` ramps passes even without the
+    t-statistic (the rate is then below ``false_rate`` at 95 % confidence, and
+    ``floor`` is returned). The draws are seeded: the same inputs give the
+    same threshold. Short ramps need a higher
+    threshold (fewer reads, more ways for noise to look like two levels);
+    this is what makes the RTN rule hold on ramps of any length.
+    """
+    rng = np.random.default_rng([seed, n_reads])
+    total = int(max(200_000, 30.0 / false_rate))
+    chunk = max(1, min(total, 4_000_000 // max(n_reads, 1)))
+    tvals = []
+    done = 0
+    while done < total:
+        if done >= 3.0 / false_rate and not any(len(v) for v in tvals):
+            return float(floor)
+        k = min(chunk, total - done)
+        Y = rng.standard_normal((n_reads, k), dtype=np.float32)
+        done += k
+        if candidate_chi2 is not None:
+            Y = Y[:, line_chi2(Y, 1.0) > candidate_chi2]
+        if Y.shape[1] == 0:
+            continue
+        fit = fit_two_level(Y)
+        ok, _snr, tstat = classify_rtn(fit, 1.0, min_snr=min_snr, min_tstat=-np.inf, min_transitions=min_transitions,
+                                       max_transitions=max_transitions, fit_quality_threshold=fit_quality_threshold,
+                                       amplitude_range=(0.0, np.inf))
+        tvals.append(tstat[ok])
+    t = np.sort(np.concatenate(tvals)) if tvals else np.zeros(0)
+    allowed = int(np.floor(false_rate * total))
+    if len(t) <= allowed:
+        return float(floor)
+    # the smallest threshold with at most `allowed` exceedances
+    thr = float(t[len(t) - allowed - 1]) + 1e-9
+    return float(max(floor, thr))

@@ -2,15 +2,25 @@
 
 A ramp in DN is, for read ``k`` of a pixel::
 
-    bias + drift_out[k] + rows[k, y] + (Q_k + RTN_k + n_k) / gain
+    bias + offset_out + drift_out[k] + rows[k, y] + f_k(y, x) + (Q_k + RTN_k + n_k) / gain
 
 with ``Q_k`` the accumulated charge (Poisson dark current, plus cosmic-ray
-and snowball deposits from the frame they arrive), ``RTN_k`` a two-state
-random-telegraph offset, ``n_k`` white read noise (``read_noise`` and the
-extra ``gaussian_noise`` in quadrature), ``drift_out`` a random walk per
-readout output and ``rows`` a smooth pattern along rows (both common to the
-reference pixels, which collect no charge). Values are rounded to 16-bit DN
-and clipped at ``saturation_dn``.
+and snowball deposits from the frame they arrive, spread to the 3x3
+neighbours by inter-pixel capacitance), ``RTN_k`` a two-state
+random-telegraph offset (in the pixel's source follower, so not spread by
+IPC), ``n_k`` white read noise (``read_noise`` and the extra
+``gaussian_noise`` in quadrature, scaled per readout output by
+``read_noise_amp_spread``), ``offset_out`` a constant and ``drift_out`` a
+random-walk offset per output, ``rows`` a smooth pattern along rows and
+``f_k`` pink (1/f) noise in the time the pixel is read: outputs are read
+simultaneously, even ones left to right and odd ones right to left, at one
+pixel per ``frame_time / (rows x row period)``, so the common 1/f noise makes
+bands along rows (Rauscher 2015, PASP 127, 1144). It is drawn in two
+bands: below the row rate as one series over the whole exposure sampled
+per row (interpolated along the row), above it as independent series along
+each row, with the pink variance of each band (ln of its frequency span).
+Every term but the charge also reaches the reference pixels, which collect
+none. Values are rounded to 16-bit DN and clipped at ``saturation_dn``.
 
 The events are planned first (a sparse list of per-pixel deposits), then
 the cube is generated and written block by block of rows, so the memory
@@ -71,6 +81,12 @@ class ExposurePlan:
     rtn_states: np.ndarray  # (n_rtn, frames) uint8
     events: dict = field(default_factory=dict)  # column -> array
     class_mask: np.ndarray | None = None
+    # readout outputs: white noise (e-) and constant offset (DN) of each
+    amp_noise_e: np.ndarray | None = None
+    amp_offset_dn: np.ndarray | None = None
+    # 1/f noise below the row rate: (1 + outputs, frames * (rows + 1)) DN; row 0 common to all outputs
+    flicker_slow: np.ndarray | None = None
+    flicker_fast_dn: tuple = (0.0, 0.0)  # rms of the within-row band: (common, per output), DN
 
     @property
     def noise_e(self) -> float:
@@ -79,24 +95,82 @@ class ExposurePlan:
 
     @property
     def noise_dn(self) -> float:
+        """Nominal white noise per read (DN), before the per-output spread."""
         return self.noise_e / self.gain
+
+    @property
+    def amp_noise_dn(self) -> np.ndarray:
+        """White noise per read of each readout output (DN)."""
+        if self.amp_noise_e is None:
+            return np.array([self.noise_dn])
+        return self.amp_noise_e / self.gain
+
+    def noise_dn_columns(self, nx: int) -> np.ndarray:
+        """White noise per read (DN) of every column (its output's)."""
+        from astrid_pipeline.science.ramps.refpix import output_geometry
+
+        amp = self.amp_noise_dn
+        return amp[output_geometry(nx, len(amp))[0]]
 
 
 # ----------------------------------------------------------------------------
 # event shapes
 # ----------------------------------------------------------------------------
 
-def _ipc(fp: dict, alpha: float) -> dict:
-    """Spread charge to the four neighbours (inter-pixel capacitance)."""
-    if alpha <= 0:
+def _ipc(fp: dict, alpha: float, alpha_diag: float = 0.0) -> dict:
+    """Spread charge to the 3x3 neighbours (inter-pixel capacitance): ``alpha`` to each side, ``alpha_diag``
+    to each corner, the rest stays."""
+    if alpha <= 0 and alpha_diag <= 0:
         return fp
     out: dict = {}
     for (y, x), q in fp.items():
-        out[(y, x)] = out.get((y, x), 0.0) + q * (1 - 4 * alpha)
-        for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1)):
-            k = (y + dy, x + dx)
-            out[k] = out.get(k, 0.0) + q * alpha
+        out[(y, x)] = out.get((y, x), 0.0) + q * (1 - 4 * alpha - 4 * alpha_diag)
+        for (dy, dx), a in (((1, 0), alpha), ((-1, 0), alpha), ((0, 1), alpha), ((0, -1), alpha),
+                            ((1, 1), alpha_diag), ((1, -1), alpha_diag), ((-1, 1), alpha_diag),
+                            ((-1, -1), alpha_diag)):
+            if a > 0:
+                k = (y + dy, x + dx)
+                out[k] = out.get(k, 0.0) + q * a
     return out
+
+
+def pink_noise(rng: np.random.Generator, lead: tuple, n: int) -> np.ndarray:
+    """Zero-mean, unit-variance pink (1/f power) series of length ``n`` along the last axis (float32).
+
+    Random complex Fourier amplitudes with modulus ~ f^-1/2 from the lowest
+    non-zero frequency to Nyquist (no DC term).
+    """
+    from scipy import fft as sfft
+
+    nf = n // 2 + 1
+    k = np.arange(nf, dtype=np.float64)
+    amp = np.zeros(nf)
+    amp[1:] = k[1:] ** -0.5
+    spec = (rng.standard_normal(lead + (nf,), dtype=np.float32)
+            + 1j * rng.standard_normal(lead + (nf,), dtype=np.float32)) * amp.astype(np.float32)
+    x = sfft.irfft(spec, n=n, axis=-1)
+    # variance of one sample: (2 / n^2) * sum over the two real parts of every positive frequency
+    w = np.full(nf, 2.0)
+    w[0] = 0.0
+    if n % 2 == 0:
+        w[-1] = 1.0
+    var = float((w * amp**2).sum() * 2.0 / n**2) if n > 1 else 1.0
+    return (x / np.float32(math.sqrt(max(var, 1e-30)))).astype(np.float32)
+
+
+def flicker_band_variances(num_frames: int, ny: int, row_period: int, rms: float) -> tuple[float, float]:
+    """Split the variance ``rms**2`` of pink noise into the band below the row rate and the band within a row.
+
+    Pink noise has equal variance per e-fold of frequency: the slow band spans
+    the exposure (frames x (rows + 1) row times) down to two row times, the
+    fast band one row (``row_period`` pixel times) down to two pixel times.
+    """
+    slow = math.log(max(num_frames * (ny + 1) / 2.0, 1.0))
+    fast = math.log(max(row_period / 2.0, 1.0))
+    tot = slow + fast
+    if tot <= 0 or rms <= 0:
+        return 0.0, 0.0
+    return rms**2 * slow / tot, rms**2 * fast / tot
 
 
 def _spot(rng, yc: float, xc: float) -> dict:
@@ -263,7 +337,7 @@ def plan_exposure(cfg: SimulationConfig, detector: str, exposure: int) -> Exposu
         q = _loguniform(rng, *cfg.cosmic_ray_charge_range)
         kind_track = rng.random() < cfg.cosmic_ray_track_fraction
         fp = _track(rng, yc, xc) if kind_track else _spot(rng, yc, xc)
-        fp = _clip_footprint(_ipc(fp, cfg.ipc_alpha), lo, hi)
+        fp = _clip_footprint(_ipc(fp, cfg.ipc_alpha, cfg.ipc_alpha_diagonal), lo, hi)
         if not fp:
             fp = {(min(max(int(yc), lo[0]), hi[0] - 1), min(max(int(xc), lo[1]), hi[1] - 1)): 1.0}
         keys = np.array(list(fp.keys()))
@@ -307,6 +381,26 @@ def plan_exposure(cfg: SimulationConfig, detector: str, exposure: int) -> Exposu
     else:
         dep = (np.zeros(0, np.int32),) * 3 + (np.zeros(0),) + (np.zeros(0, np.int32),)
 
+    # readout outputs and 1/f noise: their own stream, so the events of a seed do not depend on them
+    from astrid_pipeline.science.ramps.refpix import output_geometry
+
+    rng2 = _rng(cfg, detector, exposure, 2)
+    n_out = cfg.num_outputs
+    spread = np.clip(1.0 + cfg.read_noise_amp_spread * rng2.standard_normal(n_out), 0.5, 1.5)
+    amp_noise_e = noise_e * spread if cfg.read_noise_amp_spread > 0 else np.full(n_out, noise_e)
+    amp_offset = rng2.normal(0.0, cfg.amp_offset_spread_dn, n_out) if cfg.amp_offset_spread_dn > 0 else np.zeros(n_out)
+    _, _, row_period = output_geometry(nx, n_out)
+    slow_c, fast_c = flicker_band_variances(n, ny, row_period, cfg.one_over_f_dn)
+    slow_a, fast_a = flicker_band_variances(n, ny, row_period, cfg.one_over_f_amp_dn)
+    flicker_slow = None
+    if slow_c > 0 or slow_a > 0:
+        length = n * (ny + 1) + 1
+        flicker_slow = np.zeros((1 + n_out, length), np.float32)
+        if slow_c > 0:
+            flicker_slow[0] = pink_noise(rng2, (), length) * np.float32(math.sqrt(slow_c))
+        if slow_a > 0:
+            flicker_slow[1:] = pink_noise(rng2, (n_out,), length) * np.float32(math.sqrt(slow_a))
+
     events = {
         "event_id": np.asarray(ev["event_id"], dtype=np.int64),
         "type": np.asarray(ev["type"], dtype=object),
@@ -326,7 +420,8 @@ def plan_exposure(cfg: SimulationConfig, detector: str, exposure: int) -> Exposu
         output_drift=drift, row_pattern=pattern,
         dep_y=dep[0], dep_x=dep[1], dep_frame=dep[2], dep_charge=dep[3], dep_event=dep[4],
         rtn_y=rtn_y, rtn_x=rtn_x, rtn_offset=rtn_off, rtn_states=rtn_states,
-        events=events, class_mask=mask,
+        events=events, class_mask=mask, amp_noise_e=amp_noise_e, amp_offset_dn=amp_offset,
+        flicker_slow=flicker_slow, flicker_fast_dn=(math.sqrt(fast_c), math.sqrt(fast_a)),
     )
 
 
@@ -353,7 +448,16 @@ def simulate_block(cfg: SimulationConfig, plan: ExposurePlan, r0: int, r1: int, 
     dark = np.where(active, rng.uniform(*cfg.dark_current_range, size=(R, nx)), 0.0)
     bias = (cfg.bias_dn + rng.normal(0.0, cfg.bias_spread_dn, size=(R, nx))).astype(np.float32)
     lam = dark * plan.frame_time
-    out_of_col = (np.arange(nx) * cfg.num_outputs // nx).astype(np.intp)
+    from astrid_pipeline.science.ramps.refpix import output_geometry
+
+    out_of_col, read_pos, row_period = output_geometry(nx, cfg.num_outputs)
+    frac = (read_pos / row_period).astype(np.float32)  # fraction of the row time elapsed at each column
+    rng_f = _rng(cfg, plan.detector, plan.exposure, 3, block_index)
+    fast_c, fast_a = (np.float32(v) for v in plan.flicker_fast_dn)
+    rows_idx = np.arange(r0, r1)
+    noise_col = plan.amp_noise_e[out_of_col].astype(np.float32) if plan.amp_noise_e is not None else None
+    offset_col = (plan.amp_offset_dn[out_of_col].astype(np.float32)
+                  if plan.amp_offset_dn is not None and np.any(plan.amp_offset_dn) else None)
 
     sel = (plan.dep_y >= r0) & (plan.dep_y < r1)
     dy, dx, dfr, dq = plan.dep_y[sel] - r0, plan.dep_x[sel], plan.dep_frame[sel], plan.dep_charge[sel]
@@ -373,10 +477,24 @@ def simulate_block(cfg: SimulationConfig, plan: ExposurePlan, r0: int, r1: int, 
         sig = charge.astype(np.float32)
         if len(ry):
             sig[ry, rx] += (roff * rst[:, k]).astype(np.float32)
-        sig += rng.standard_normal(size=(R, nx), dtype=np.float32) * noise_e
+        sig += rng.standard_normal(size=(R, nx), dtype=np.float32) * (noise_col if noise_col is not None else noise_e)
         dn = bias + sig * inv_g
         dn += plan.output_drift[k, out_of_col].astype(np.float32)[None, :]
         dn += plan.row_pattern[k, r0:r1].astype(np.float32)[:, None]
+        if offset_col is not None:
+            dn += offset_col[None, :]
+        if plan.flicker_slow is not None:
+            i0 = k * (ny + 1) + rows_idx
+            fs = plan.flicker_slow
+            lo_c, hi_c = fs[0, i0], fs[0, i0 + 1]
+            dn += lo_c[:, None] + (hi_c - lo_c)[:, None] * frac[None, :]
+            lo_a, hi_a = fs[1:, i0][out_of_col].T, fs[1:, i0 + 1][out_of_col].T  # (R, nx)
+            dn += lo_a + (hi_a - lo_a) * frac[None, :]
+        if fast_c > 0:
+            dn += (pink_noise(rng_f, (R,), row_period) * fast_c)[:, read_pos]
+        if fast_a > 0:
+            fa = pink_noise(rng_f, (cfg.num_outputs, R), row_period) * fast_a  # (outputs, R, period)
+            dn += fa[out_of_col, :, read_pos].T
         np.rint(dn, out=dn)
         np.clip(dn, 0, sat, out=dn)
         cube[k] = dn
@@ -394,6 +512,11 @@ def ramp_attrs(cfg: SimulationConfig, plan: ExposurePlan) -> dict:
         "read_noise_e": plan.read_noise_e,
         "gaussian_noise_e": plan.gaussian_noise_e,
         "read_noise_dn": plan.noise_dn,
+        "read_noise_dn_per_output": [float(v) for v in plan.amp_noise_dn],
+        "preset": cfg.preset,
+        "one_over_f_dn": cfg.one_over_f_dn,
+        "ipc_alpha": cfg.ipc_alpha,
+        "ipc_alpha_diagonal": cfg.ipc_alpha_diagonal,
         "frame_time": plan.frame_time,
         "frame_time_unit": "s",
         "saturation_dn": cfg.saturation_dn,

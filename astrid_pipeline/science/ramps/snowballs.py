@@ -53,6 +53,47 @@ def connected_groups(y: np.ndarray, x: np.ndarray, frame: np.ndarray, nx: int, n
     return labels.astype(np.int64)
 
 
+def split_multiple_cores(labels: np.ndarray, y: np.ndarray, x: np.ndarray, core: np.ndarray,
+                         min_radius: float) -> np.ndarray:
+    """Split groups that hold several separate snowball cores (their halos touch in the same group).
+
+    Within a group, the core pixels (jumps into or near saturation) are split
+    into 8-connected components; when two or more are at least as large as a
+    disk of ``min_radius`` / sqrt(2), every record of the group goes to the
+    nearest such core (distance to its centroid less its radius), each core
+    starting its own group. Two snowballs that arrive in one group side by
+    side are then two events, each round, instead of one odd-shaped one.
+    """
+    from scipy import ndimage
+
+    G = int(labels.max()) + 1
+    n_core = np.bincount(labels, core.astype(np.int64), minlength=G)
+    min_core = np.pi * min_radius**2 / 2.0
+    out = labels.copy()
+    next_label = G
+    for g in np.nonzero(n_core >= 2 * min_core)[0]:
+        sel = np.nonzero(labels == g)[0]
+        c = sel[core[sel]]
+        y0, x0 = y[c].min(), x[c].min()
+        img = np.zeros((y[c].max() - y0 + 1, x[c].max() - x0 + 1), bool)
+        img[y[c] - y0, x[c] - x0] = True
+        lab, n = ndimage.label(img, structure=np.ones((3, 3), bool))
+        if n < 2:
+            continue
+        areas = np.bincount(lab.ravel(), minlength=n + 1)[1:]
+        big = np.nonzero(areas >= min_core)[0] + 1
+        if len(big) < 2:
+            continue
+        cyx = np.array(ndimage.center_of_mass(img, lab, big)) + (y0, x0)
+        rad = np.sqrt(areas[big - 1] / np.pi)
+        d = np.hypot(y[sel][:, None] - cyx[None, :, 0], x[sel][:, None] - cyx[None, :, 1]) - rad[None, :]
+        nearest = np.argmin(d, axis=1)
+        new = np.concatenate([[g], next_label + np.arange(len(big) - 1)])
+        out[sel] = new[nearest]
+        next_label += len(big) - 1
+    return out
+
+
 def _disk_count_in_bounds(cy: float, cx: float, r: float, shape: tuple, valid: tuple) -> int:
     """Number of pixel centres within ``r`` of (cy, cx) inside the valid area."""
     (y0, y1), (x0, x1) = valid
@@ -91,6 +132,9 @@ def group_events(
     zrec = np.where(np.isfinite(rec["z"]), rec["z"], -np.inf).astype(np.float64)
     N = len(y)
     labels = connected_groups(y, x, fr, nx, ny)
+    if find_snowballs and N:
+        core0 = rec["to_sat"] | (amp >= core_fraction * rec["headroom"])
+        labels = split_multiple_cores(labels, y, x, core0, min_radius)
     G = int(labels.max()) + 1 if N else 0
     w = np.where(measured, np.maximum(amp, 1e-6), 1e-6)
     npix = np.bincount(labels, minlength=G)
@@ -99,8 +143,6 @@ def group_events(
     cx = np.bincount(labels, w * x, minlength=G) / np.maximum(wsum, 1e-12)
     gframe = np.zeros(G, dtype=np.int64)
     gframe[labels] = fr
-    n_meas = np.bincount(labels, measured.astype(np.int64), minlength=G)
-    mean_int = np.bincount(labels, amp, minlength=G) / np.maximum(n_meas, 1)
     max_int = np.full(G, -np.inf)
     np.maximum.at(max_int, labels, amp)
     max_z = np.full(G, -np.inf)
@@ -159,9 +201,11 @@ def group_events(
                     gtype[g] = "snowball"
                     # merge later-frame groups inside the halo's reach (the expanding halo)
                     reach = rmax[g] + 3
+                    # (a later group with a saturated core of its own is another snowball, not this one's halo)
                     near = np.nonzero(
                         (gframe > f0) & (gframe <= f0 + 2)
                         & (np.hypot(cy - ccy, cx - ccx) <= reach)
+                        & (core_r < min_radius)
                     )[0]
                     merged_into[near] = g
                     if len(near):
@@ -179,7 +223,6 @@ def group_events(
     rec_event = new_id[final[labels]] if N else np.zeros(0, np.int64)
     E = int(keep.sum())
     if E:
-        npix_f = np.bincount(rec_event, minlength=E)
         # a pixel that jumped in two merged groups counts once
         pix_key = (y.astype(np.int64) * nx + x)
         uniq = np.unique(np.stack([rec_event, pix_key]), axis=1)

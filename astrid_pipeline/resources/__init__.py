@@ -1,1 +1,0 @@
-"""Dagster resources: one for each thing outside the process (archives, storage)."""

@@ -1,0 +1,74 @@
+"""Every setting of the sky branch, declared once (Dagster-free); the Dagster config is derived from it.
+
+Each step reads its own section; ``qa`` holds the bounds the asset checks apply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from astrid_pipeline.science.cosmic_rays.masks import CosmicRayMaskSettings
+from astrid_pipeline.science.extraction import ExtractionConfig
+from astrid_pipeline.science.noise import NoiseSettings
+from astrid_pipeline.science.psf import PSFConfig
+from astrid_pipeline.science.zogy import ScorrNormSettings
+
+
+def _d(default, description: str, **kw):
+    return field(default=default, metadata={"description": description}, **kw)
+
+
+@dataclass
+class AlignSettings:
+    """Resampling of the reference onto the science grid."""
+
+    order: str = _d("bicubic", "interpolation: bilinear, biquadratic or bicubic")
+    refine: bool = _d(True, "remove a residual offset measured on matched stars")
+
+
+@dataclass
+class ZogySettings:
+    """ZOGY differencing."""
+
+    source_noise: bool = _d(True, "include source Poisson noise in S_corr")
+    astrometric_noise: bool = _d(True, "include registration noise in S_corr")
+    normalization: ScorrNormSettings = field(default_factory=ScorrNormSettings, metadata={
+        "description": "empirical normalisation of S_corr on source-free pixels"})
+
+
+@dataclass
+class TripletSettings:
+    """Cutout triplets around each candidate."""
+
+    size: int = _d(63, "cutout side in pixels (ZTF alerts use 63)")
+    difference: str = _d("zogy", "difference plane: zogy (D) or classic")
+
+
+@dataclass
+class QASettings:
+    """Bounds of the sky branch's asset checks."""
+
+    max_residual_px: float = _d(0.2, "alignment_residual: largest acceptable matched-star offset (pix)")
+    max_scorr_deviation: float = _d(0.1, "scorr_unit_variance: largest |std(S_corr) - 1| on held-out blank pixels")
+    min_scorr_norm: float = _d(0.5, "scorr_unit_variance: smallest acceptable S_corr normalisation factor")
+    max_scorr_norm: float = _d(4.0, "scorr_unit_variance: largest acceptable S_corr normalisation factor")
+    max_cr_pixel_fraction: float = _d(0.01, "cr_fraction_plausible: largest fraction of pixels masked as CRs")
+    min_completeness: float = _d(0.95, "injected_transient_recovery: recovery of injected S/N >= 6 transients")
+    max_false_per_mpix: float = _d(1.0, "injected_transient_recovery: clean false candidates per 10^6 pixels")
+
+
+@dataclass
+class SkySettings:
+    """The sky branch's settings, one section per step plus the check bounds."""
+
+    noise: NoiseSettings = field(default_factory=NoiseSettings,
+                                 metadata={"description": "the noise model read from the data at acquisition"})
+    cosmic_rays: CosmicRayMaskSettings = field(default_factory=CosmicRayMaskSettings,
+                                           metadata={"description": "cosmic-ray masking of the science image"})
+    align: AlignSettings = field(default_factory=AlignSettings, metadata={"description": "alignment"})
+    psf: PSFConfig = field(default_factory=PSFConfig, metadata={"description": "PSF star selection and fit"})
+    zogy: ZogySettings = field(default_factory=ZogySettings, metadata={"description": "ZOGY differencing"})
+    candidates: ExtractionConfig = field(default_factory=ExtractionConfig,
+                                         metadata={"description": "candidate extraction on S_corr"})
+    triplets: TripletSettings = field(default_factory=TripletSettings, metadata={"description": "cutout triplets"})
+    qa: QASettings = field(default_factory=QASettings, metadata={"description": "asset-check bounds"})
