@@ -26,7 +26,8 @@ from pathlib import Path
 #: the branches ``astrid run`` knows, in the order it runs them
 BRANCHES = ("sky", "detector", "mmcosmic", "training")
 #: training steps: simulate patches, train the default model, evaluate (job, partition)
-TRAINING_STEPS = [("cr_training_set_job", None), ("cr_training_job", "deepcr"), ("cr_evaluation_job", None)]
+TRAINING_STEPS = [("cr_training_set_job", None), ("cr_training_job", "deepcr"), ("cr_evaluation_job", None),
+                  ("realbogus_training_job", None)]
 
 
 @dataclass
@@ -209,6 +210,53 @@ class _UsageError(Exception):
     pass
 
 
+def describe_error(exc: BaseException) -> str:
+    """One line for a person: what failed (the file, the parameter) and why, with no traceback.
+
+    The pipeline's named errors (:mod:`astrid_pipeline.errors`) already name the file or parameter; an
+    :class:`OSError` from the environment (read-only folder, disk full, a file where a folder must be) is
+    shown as ``<path>: <reason>``; anything else is an internal error, said as such with the hint to rerun
+    with ``--debug``. Quoted text is bounded and stripped of credentials.
+    """
+    from astrid_pipeline.archives.redact import strip_secrets
+    from astrid_pipeline.errors import AstridError
+    from astrid_pipeline.io.safe_yaml import clip
+
+    if isinstance(exc, AstridError):
+        text = str(exc)
+    elif isinstance(exc, OSError):
+        paths = [os.fspath(p) for p in (exc.filename, exc.filename2) if p is not None]
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        text = f"{' -> '.join(paths)}: {reason}" if paths else reason
+    elif isinstance(exc, MemoryError):
+        text = "out of memory (the input is larger than this machine can hold; see the input limits in the docs)"
+    elif isinstance(exc, _UsageError):
+        text = str(exc)
+    else:
+        text = (f"internal error {type(exc).__name__}: {clip(str(exc), 300)} (a bug: rerun with --debug and "
+                "report the traceback)")
+    return clip(strip_secrets(" ".join(text.split())), 2000)
+
+
+def run_reporting_errors(prog: str, call, debug: bool, *, exit_codes=None) -> int:
+    """``call()`` with every error printed as one line ``<prog>: error: ...`` on stderr (the traceback only
+    with ``debug``), returning a non-zero exit status: 2 by default, ``exit_codes[type]`` for the first
+    matching class; 130 on Ctrl-C."""
+    try:
+        return call()
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the one place where every error becomes a message
+        if debug:
+            raise
+        print(f"{prog}: error: {describe_error(exc)}", file=sys.stderr)
+        for cls, code in (exit_codes or {}).items():
+            if isinstance(exc, cls):
+                return code
+        return 2
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="astrid", description="AstrID pipeline")
     parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
@@ -231,21 +279,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from astrid_pipeline.errors import AstridError
-
     args = _parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (AstridError, _UsageError, OSError) as exc:
-        if args.debug:
-            raise
-        what = f"{exc.filename}: " if isinstance(exc, OSError) and exc.filename else ""
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        print(f"astrid: error: {what}{reason}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("astrid: interrupted", file=sys.stderr)
-        return 130
+    return run_reporting_errors("astrid", lambda: args.func(args), args.debug)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ When the seeing varies across the stack by more than ``seeing_tolerance``
 the exposures to the worst seeing first.
 
 Exit status: 0 on success, 2 for a bad parameter file, 1 for unusable input
-files; the message names the parameter or the file.
+files; the message names the parameter or the file (one line on stderr, the
+traceback only with ``--debug``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-plots", action="store_true", help="skip the PNG diagnostics")
     p.add_argument("--crmasks", default=None,
                    help="crmasks.fits written earlier: apply its masks (no recomputation), write the combinations")
+    p.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     return p
 
 
@@ -55,26 +57,26 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("MPLBACKEND", "Agg")
     logging.basicConfig(level=args.log_level, format="%(message)s", stream=sys.stderr)
+    from astrid_pipeline.cli import run_reporting_errors
     from astrid_pipeline.science.mmcosmic import load_config, run_config
 
     t0 = time.perf_counter()
-    try:
-        config = load_config(args.inputyaml)
-        req = config.requirements
-        if req.interactive or req.verify_cr:
-            log.info("interactive/verify_cr requested: this tool never prompts; running non-interactively")
-        if req.ignored:
-            log.info("ignoring parameters of methods not used here: %s", ", ".join(req.ignored))
-        log.info("crmethod=%s, %d images, output_dir=%s", req.crmethod, len(config.images), args.output_dir)
-        if args.crmasks and not os.path.isfile(args.crmasks):
-            raise ConfigError(f"--crmasks {args.crmasks}: file not found")
-        summary = run_config(config, args.output_dir, plots=not args.no_plots, crmasks=args.crmasks)
-    except ConfigError as exc:
-        print(f"astrid-crmasks: error: {exc}", file=sys.stderr)
-        return 2
-    except (AstridError, OSError) as exc:
-        print(f"astrid-crmasks: error: {exc}", file=sys.stderr)
-        return 1
+    return run_reporting_errors("astrid-crmasks", lambda: _run(args, load_config, run_config, t0), args.debug,
+                                exit_codes={ConfigError: 2, AstridError: 1, OSError: 1, Exception: 1})
+
+
+def _run(args, load_config, run_config, t0) -> int:
+    """Load the parameter file, compute and write the masks, log the counts (errors: see :func:`main`)."""
+    config = load_config(args.inputyaml)
+    req = config.requirements
+    if req.interactive or req.verify_cr:
+        log.info("interactive/verify_cr requested: this tool never prompts; running non-interactively")
+    if req.ignored:
+        log.info("ignoring parameters of methods not used here: %s", ", ".join(req.ignored))
+    log.info("crmethod=%s, %d images, output_dir=%s", req.crmethod, len(config.images), args.output_dir)
+    if args.crmasks and not os.path.isfile(args.crmasks):
+        raise ConfigError(f"--crmasks {args.crmasks}: file not found")
+    summary = run_config(config, args.output_dir, plots=not args.no_plots, crmasks=args.crmasks)
     c = summary.counts
     if summary.reused_masks:
         log.info("using the masks of %s (not recomputed): MEDIANCR %d px; MEANCRT %d; MEANCR %d",

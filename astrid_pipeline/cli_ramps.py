@@ -23,7 +23,8 @@ is a flag of the same name (``--rtn_min_transitions 3`` or
 ``--rtn-min-transitions 3``); ``--config`` reads them from a YAML file
 first. ``train``'s flags are the fields of
 :class:`~astrid_pipeline.ml.ramps.train.UNetTrainConfig`. Exit status 2 on bad
-input, with the reason on stderr and no product written.
+input, with the reason on stderr (one line; the traceback only with ``--debug``)
+and no product written.
 """
 
 from __future__ import annotations
@@ -134,9 +135,15 @@ def _detection_flags(p):
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="astrid-ramps", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     sub = p.add_subparsers(dest="command", required=True)
+    debug = argparse.ArgumentParser(add_help=False)  # --debug after the command too (ohana-* put it there)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the Python traceback of an error")
+    common = [debug]
 
-    d = sub.add_parser("detect", help="find cosmic rays, RTN and snowballs in a ramp (products under a data root)")
+    d = sub.add_parser("detect", parents=common,
+                       help="find cosmic rays, RTN and snowballs in a ramp (products under a data root)")
     d.add_argument("ramp", type=Path, help="FITS (cube, JWST uncal, HST IMA) or HDF5 ramp")
     d.add_argument("-o", "--output", type=Path, required=True, help="output data root")
     d.add_argument("--detector", default=None, help="detector key for the outputs (default: from the file name)")
@@ -144,13 +151,14 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--model", default=None, help="U-Net checkpoint (or 'shipped'): adds the U-Net and the hybrid")
     _detection_flags(d)
 
-    pr = sub.add_parser("predict", help="ohana's predict: detection with an optional U-Net, products into one folder")
+    pr = sub.add_parser("predict", parents=common,
+                        help="ohana's predict: detection with an optional U-Net, products into one folder")
     pr.add_argument("--model", default=None, help="U-Net checkpoint (or 'shipped'); without it, the rules alone")
     pr.add_argument("--input", type=Path, required=True, help="ramp file (FITS or HDF5)")
     pr.add_argument("--output", type=Path, default=Path("prediction_outputs"), help="output folder (ohana's default)")
     _detection_flags(pr)
 
-    s = sub.add_parser("simulate", help="simulate one exposure into an HDF5 ramp")
+    s = sub.add_parser("simulate", parents=common, help="simulate one exposure into an HDF5 ramp")
     s.add_argument("-o", "--output", type=Path, required=True, help="HDF5 file to write")
     s.add_argument("--config", type=Path, default=None, help="YAML with ohana's creator-config keys")
     s.add_argument("--preset", default=None, help="detector preset (h2rg, roman, nircam) or a YAML path")
@@ -158,7 +166,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--exposure", type=int, default=0, help="exposure index")
     s.add_argument("--seed", type=int, default=None, help="override the config's seed")
 
-    c = sub.add_parser("create-training", help="ohana's create-training: simulated temporal patches for the U-Net")
+    c = sub.add_parser("create-training", parents=common,
+                       help="ohana's create-training: simulated temporal patches for the U-Net")
     c.add_argument("--config", type=Path, default=None, help="creator config YAML (ohana's keys)")
     c.add_argument("--preset", default=None, help="detector preset instead of --config")
     c.add_argument("--start_index", "--start-index", type=int, default=0, help="first index (job arrays)")
@@ -166,7 +175,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--output_dir", "--output-dir", type=Path, default=None, help="folder (default: the config's output_dir)")
     c.add_argument("--t_max", "--t-max", type=int, default=32, help="time bins at most (longer ramps are binned)")
 
-    t = sub.add_parser("train", help="ohana's train: the 3D U-Net on the patches of --config's output_dir")
+    t = sub.add_parser("train", parents=common,
+                       help="ohana's train: the 3D U-Net on the patches of --config's output_dir")
     t.add_argument("--config", type=Path, default=None, help="creator config YAML (its output_dir holds the patches)")
     t.add_argument("--data_dir", "--data-dir", type=Path, default=None, help="patch folder (default: the config's output_dir)")
     t.add_argument("--output_dir", "--output-dir", type=Path, default=Path("trained_models"), help="where the model goes")
@@ -175,7 +185,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_config_flags(t, UNetTrainConfig, title="training settings (UNetTrainConfig)")
 
-    e = sub.add_parser("evaluate", help="rules, U-Net, hybrid and stcal on held-out seeds of presets")
+    e = sub.add_parser("evaluate", parents=common, help="rules, U-Net, hybrid and stcal on held-out seeds of presets")
     e.add_argument("--model", default="shipped", help="U-Net checkpoint or 'shipped' ('none' = rules and stcal only)")
     e.add_argument("--presets", default="h2rg,nircam", help="comma-separated preset names or YAML paths")
     e.add_argument("--output", type=Path, required=True, help="folder for evaluation_unet3d.json")
@@ -183,23 +193,20 @@ def _parser() -> argparse.ArgumentParser:
 
     add_config_flags(e, EvaluationConfig, title="evaluation settings (EvaluationConfig)")
 
-    sub.add_parser("presets", help="list the detector presets")
+    sub.add_parser("presets", parents=common, help="list the detector presets")
     return p
 
 
 def main(argv=None) -> int:
     import logging
 
-    from astrid_pipeline.errors import AstridError
+    from astrid_pipeline.cli import run_reporting_errors
 
     logging.basicConfig(level=logging.INFO, format="astrid-ramps: %(message)s", stream=sys.stderr)
     args = _parser().parse_args(argv)
-    try:
-        return {"simulate": _simulate, "detect": _detect, "predict": _predict, "create-training": _create_training,
-                "train": _train, "evaluate": _evaluate, "presets": _presets}[args.command](args)
-    except AstridError as exc:
-        print(f"astrid-ramps: error: {exc}", file=sys.stderr)
-        return 2
+    command = {"simulate": _simulate, "detect": _detect, "predict": _predict, "create-training": _create_training,
+               "train": _train, "evaluate": _evaluate, "presets": _presets}[args.command]
+    return run_reporting_errors("astrid-ramps", lambda: command(args), getattr(args, "debug", False))
 
 
 def _ohana(command: str, argv=None) -> int:

@@ -97,3 +97,7 @@ class OutputError(AstridError, OSError):
 
     def __str__(self) -> str:
         return f"{self.path}: cannot write: {self.reason}"
+
+
+class BadDataTypeError(BadShapeError):
+    """The data are of a type the step cannot use (complex, boolean, text, compound records)."""

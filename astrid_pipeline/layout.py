@@ -88,6 +88,14 @@ class DataLayout:
     def preview(self, region: str, name: str) -> Path:
         return self.root / "sky" / "previews" / safe_key(region) / f"{name}.png"
 
+    def ds9_regions(self, region: str) -> Path:
+        """The region's candidates as a ds9 region file (beside the catalogs, not inside a Parquet dataset)."""
+        return self.root / "sky" / "ds9" / f"{safe_key(region)}.reg"
+
+    def alerts(self, region: str) -> Path:
+        """The region's alert packets: one Avro file in the ZTF v4.02 alert schema."""
+        return self.root / "sky" / "alerts" / f"{safe_key(region)}.avro"
+
     # --- catalogs -----------------------------------------------------------
     def catalog(self, table: str, partition: dict[str, str]) -> Path:
         p = self.root / "catalogs" / table

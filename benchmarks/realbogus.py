@@ -1,6 +1,6 @@
 """Real/bogus on triplets: the shipped CNN against two simple peers, on a seed the training never saw.
 
-The test set is :data:`astrid_pipeline.ml.realbogus.ship.SHIP_TEST_SET`
+The test set is :data:`astrid_pipeline.sky.realbogus_ship.SHIP_TEST_SET`
 (100 simulated regions from seed 1001; training used seed 1) unless
 ``--test-set`` names one; without the file it is built first (about 5
 CPU minutes). On the same triplets, in this process:
@@ -55,13 +55,15 @@ def main(argv=None) -> int:
     from astrid_pipeline.ml.realbogus.evaluate import evaluate_scores, roc_metrics
     from astrid_pipeline.ml.realbogus.normalize import normalize_triplets
     from astrid_pipeline.ml.realbogus.score import SHIPPED, load_realbogus, score_triplets
-    from astrid_pipeline.ml.realbogus.ship import SHIP_TEST_SET
-    from astrid_pipeline.science.triplet_set import build_triplet_training_set, load_triplet_set
+    from astrid_pipeline.sky.realbogus_ship import SHIP_TEST_SET
+    from astrid_pipeline.ml.realbogus.dataset import load_triplet_set
+    from astrid_pipeline.science.triplet_set import build_triplet_training_set
+    from astrid_pipeline.sky.chain import run_sky_chain
 
     path = Path(args.test_set) if args.test_set else Path(args.work) / "test_set.h5"
     if not path.exists():
         print(f"building the test set {path} (seed {SHIP_TEST_SET.seed}, {SHIP_TEST_SET.n_regions} regions)", flush=True)
-        build_triplet_training_set(SHIP_TEST_SET, path)
+        build_triplet_training_set(SHIP_TEST_SET, path, run_sky_chain)
     x, t = load_triplet_set(path, exclude_near_real_px=args.near_real_px)
     model, payload = load_realbogus(args.model or SHIPPED)
     train_seed = json.loads(payload.get("summary_json", "{}")).get("data", "")

@@ -93,13 +93,18 @@ def _build(dc: type, values):
     return dc(**kwargs)
 
 
-def config_class(dc: type, *, base: type = Config, name: str | None = None, doc: str | None = None) -> type:
+def config_class(dc: type, *, base: type = Config, name: str | None = None, doc: str | None = None,
+                 defaults: Any = None) -> type:
     """A Dagster ``Config`` (or ``ConfigurableResource`` with ``base=``) with the fields of dataclass ``dc``.
 
-    Instances have ``to_settings()``, which returns the equivalent ``dc`` instance.
+    Instances have ``to_settings()``, which returns the equivalent ``dc`` instance. ``defaults``, an
+    instance of ``dc``, supplies the launchpad's default values where an asset's quick default differs
+    from the science code's (the fields and descriptions stay the dataclass's).
     """
     if not _is_dataclass_type(dc):
         raise TypeError(f"{dc!r} is not a dataclass")
+    if defaults is not None and not isinstance(defaults, dc):
+        raise TypeError(f"defaults must be a {dc.__name__} instance, got {type(defaults).__name__}")
     key = (dc, base, name or "")
     if key in _CACHE:
         return _CACHE[key]
@@ -111,7 +116,7 @@ def config_class(dc: type, *, base: type = Config, name: str | None = None, doc:
         if not f.init or f.name.startswith("_"):
             continue
         annotations[f.name] = _config_type(hints[f.name], base)
-        default = _field_default(f)
+        default = _field_default(f) if defaults is None else _to_config_value(getattr(defaults, f.name))
         description = f.metadata.get("description", "") if f.metadata else ""
         inner, _ = _strip_optional(hints[f.name])
         if isinstance(default, dict) and _is_dataclass_type(inner):  # nested section: a fresh default instance

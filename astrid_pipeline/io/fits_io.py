@@ -25,10 +25,12 @@ from astrid_pipeline.errors import (
     BadHeaderError,
     BadShapeError,
     EmptyDataError,
+    ImageTooLargeError,
     InputFileError,
     NoCelestialWCSError,
     NotASkyImageError,
     NotFITSError,
+    SingularWCSError,
     TruncatedFileError,
 )
 from astrid_pipeline.io.atomic import atomic_path
@@ -48,6 +50,242 @@ TIME_KEYWORDS = ("MJD-OBS", "DATE-OBS", "MJD-AVG", "DATE-AVG", "MJD-BEG", "DATE-
                  "TELAPSE", "XPOSURE", "TIMEDEL")
 
 PIPELINE_NAME = "astrid-pipeline"
+
+#: default most pixels one HDU may declare: admits a 20k x 20k survey mosaic (2^29 = 23170^2), refuses a
+#: header that claims more (``$ASTRID_MAX_IMAGE_PIXELS`` or :class:`InputLimits` change it)
+DEFAULT_MAX_IMAGE_PIXELS = 2**29
+#: default most values one ramp may declare (integrations x groups x rows x columns): 8 integrations of
+#: 128 groups of a 4096^2 frame, i.e. 2^34 (``$ASTRID_MAX_RAMP_VALUES``); ramps are read by row blocks
+DEFAULT_MAX_RAMP_VALUES = 2**34
+#: longest header read (2880-byte blocks of 36 cards: 72,000 cards), most HDUs in one file
+MAX_HEADER_BLOCKS = 2000
+MAX_HDUS = 10_000
+_BLOCK = 2880
+_BITPIX = {8: 1, 16: 2, 32: 4, 64: 8, -32: 4, -64: 8}
+
+
+@dataclass
+class InputLimits:
+    """How much data one input file may declare before it is read (a header cannot force a huge allocation).
+
+    Both limits compare what the header (FITS) or the dataset (HDF5) *declares*; a file holding less data than
+    it declares is refused as truncated whatever the limits. Defaults come from ``$ASTRID_MAX_IMAGE_PIXELS`` and
+    ``$ASTRID_MAX_RAMP_VALUES`` when set (:func:`input_limits`).
+    """
+
+    max_image_pixels: int = field(default=DEFAULT_MAX_IMAGE_PIXELS, metadata={
+        "description": "most pixels one FITS HDU may declare (all axes multiplied; tile-compressed images by "
+                       "their ZNAXISn); the default 2^29 admits a 20000 x 20000 mosaic"})
+    max_ramp_values: int = field(default=DEFAULT_MAX_RAMP_VALUES, metadata={
+        "description": "most values one ramp may declare (integrations x groups x rows x columns); HDF5 ramps "
+                       "are read by row blocks, so this bounds time, not memory"})
+
+
+def input_limits() -> InputLimits:
+    """The limits in force: :class:`InputLimits` defaults overridden by ``$ASTRID_MAX_IMAGE_PIXELS`` /
+    ``$ASTRID_MAX_RAMP_VALUES`` (a malformed value is a :class:`~astrid_pipeline.errors.ConfigError`)."""
+    from astrid_pipeline.errors import ConfigError
+
+    out = InputLimits()
+    for env, attr in (("ASTRID_MAX_IMAGE_PIXELS", "max_image_pixels"), ("ASTRID_MAX_RAMP_VALUES", "max_ramp_values")):
+        text = os.environ.get(env, "").strip()
+        if text:
+            try:
+                value = int(float(text))
+            except (ValueError, OverflowError):
+                raise ConfigError(f"${env}={text[:40]!r} is not a number of pixels") from None
+            if value < 1:
+                raise ConfigError(f"${env}={text[:40]!r} must be a positive number")
+            setattr(out, attr, value)
+    return out
+
+
+@dataclass
+class DeclaredHDU:
+    """What one HDU's header declares (read by :func:`declared_layout` without reading its data)."""
+
+    index: int
+    kind: str  # "PRIMARY", "IMAGE", "BINTABLE", "TABLE", ...
+    shape: tuple  # NAXISn in FITS order (fastest axis first); ZNAXISn for a tile-compressed image
+    bitpix: int
+    data_bytes: int  # bytes of data the header announces, padding excluded
+    offset: int  # byte where the data start in the (uncompressed) stream
+    compressed_image: bool = False
+
+    @property
+    def pixels(self) -> int:
+        n = 1
+        for v in self.shape:
+            n *= int(v)
+        return n if self.shape else 0
+
+
+def _card_value(card: bytes):
+    """The value of a fixed-format card (``KEYWORD= value / comment``) as int, bool or str (None if absent)."""
+    if card[8:10] != b"= ":
+        return None
+    text = card[10:].decode("ascii", "replace")
+    if text.lstrip().startswith("'"):
+        body = text.lstrip()[1:]
+        return body.split("'", 1)[0].strip()
+    text = text.split("/", 1)[0].strip()
+    if text in ("T", "F"):
+        return text == "T"
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+
+def _read_header_cards(read, where, index: int) -> dict | None:
+    """Cards of one header from the stream ``read(n)``: {keyword: value}; None at a clean end of file."""
+    cards: dict = {}
+    for block_no in range(MAX_HEADER_BLOCKS):
+        block = read(_BLOCK)
+        if not block and block_no == 0:
+            return None
+        if index == 0 and block_no == 0 and not block.startswith(b"SIMPLE"):
+            return {}  # not FITS: the reader says what it is
+        if len(block) < _BLOCK:
+            if index == 0 and block_no == 0:
+                return {}  # shorter than one FITS block: not FITS, the reader says what it is
+            if block_no == 0 and not block.strip(b"\0 "):
+                return None  # trailing padding after the last HDU
+            raise TruncatedFileError(where, f"file is truncated: it ends inside the header of HDU {index}")
+        for i in range(0, _BLOCK, 80):
+            card = block[i:i + 80]
+            key = card[:8].decode("ascii", "replace").strip()
+            if key == "END":
+                return cards
+            if key and key not in cards:
+                cards[key] = _card_value(card)
+    raise BadHeaderError(where, f"header of HDU {index} has no END card within {MAX_HEADER_BLOCKS * 36} cards")
+
+
+def _int_card(cards, key, where, index, *, lo=0, hi=None) -> int:
+    v = cards.get(key)
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
+        raise BadHeaderError(where, f"HDU {index}: {key} = {str(v)[:30]!r} is not a valid value"
+                                    f"{'' if hi is None else f' (an integer in [{lo}, {hi}])'}")
+    return v
+
+
+def _declared_hdu(cards: dict, where, index: int, offset: int) -> DeclaredHDU:
+    bitpix = cards.get("BITPIX")
+    if bitpix not in _BITPIX or isinstance(bitpix, bool):
+        raise BadHeaderError(where, f"HDU {index}: BITPIX = {str(bitpix)[:30]!r} is not one of 8, 16, 32, 64, "
+                                    "-32, -64")
+    naxis = _int_card(cards, "NAXIS", where, index, hi=999)
+    axes = tuple(_int_card(cards, f"NAXIS{i}", where, index) for i in range(1, naxis + 1))
+    kind = "PRIMARY" if index == 0 else str(cards.get("XTENSION", "")).strip().upper()
+    pcount = cards.get("PCOUNT", 0) if kind != "PRIMARY" or cards.get("GROUPS") is True else 0
+    gcount = cards.get("GCOUNT", 1) if kind != "PRIMARY" or cards.get("GROUPS") is True else 1
+    if isinstance(pcount, bool) or not isinstance(pcount, int) or pcount < 0:
+        raise BadHeaderError(where, f"HDU {index}: PCOUNT = {str(pcount)[:30]!r} is not a valid value")
+    if isinstance(gcount, bool) or not isinstance(gcount, int) or gcount < 0:
+        raise BadHeaderError(where, f"HDU {index}: GCOUNT = {str(gcount)[:30]!r} is not a valid value")
+    counted = axes[1:] if (kind == "PRIMARY" and cards.get("GROUPS") is True and axes and axes[0] == 0) else axes
+    n = 1
+    for v in counted:
+        n *= v
+    data_bytes = _BITPIX[bitpix] * gcount * (pcount + n) if naxis > 0 else 0
+    shape, compressed = axes, False
+    if kind == "BINTABLE" and cards.get("ZIMAGE") is True:
+        znaxis = _int_card(cards, "ZNAXIS", where, index, hi=999)
+        shape, compressed = tuple(_int_card(cards, f"ZNAXIS{i}", where, index) for i in range(1, znaxis + 1)), True
+    elif kind in ("BINTABLE", "TABLE"):
+        shape = ()  # a table: its bytes are checked against the file, not against the pixel limit
+    return DeclaredHDU(index, kind, shape, bitpix, data_bytes, offset, compressed)
+
+
+def _open_stream(p: Path):
+    with open(p, "rb") as fh:
+        magic = fh.read(3)
+    if magic[:2] == b"\x1f\x8b":
+        import gzip
+
+        return gzip.open(p, "rb"), True
+    if magic == b"BZh":
+        import bz2
+
+        return bz2.open(p, "rb"), True
+    return open(p, "rb"), False
+
+
+def declared_layout(path: str | os.PathLike, limits: InputLimits | None = None) -> list[DeclaredHDU]:
+    """Read only the headers of a FITS file and check what they declare, before any data are read.
+
+    Every HDU's data size (``|BITPIX|/8 x GCOUNT x (PCOUNT + NAXIS1 x ... x NAXISn)``, FITS standard 4.0
+    sect. 4.4.1) must fit in the file (uncompressed files: against the file size, without reading the data;
+    gzip/bzip2 files: the data are decompressed and counted in blocks, never held), and no image may declare
+    more than ``limits.max_image_pixels`` pixels (tile-compressed images: their ZNAXISn). Raises
+    :class:`~astrid_pipeline.errors.ImageTooLargeError`, :class:`~astrid_pipeline.errors.TruncatedFileError` or
+    :class:`~astrid_pipeline.errors.BadHeaderError` naming the file; returns the HDUs found. A file that does not
+    start like FITS returns ``[]`` (the reader then names what it is).
+    """
+    p = Path(path)
+    limits = limits or input_limits()
+    size = p.stat().st_size
+    stream, compressed = _open_stream(p)
+    out: list[DeclaredHDU] = []
+    try:
+        pos = 0
+
+        def read(n):
+            nonlocal pos
+            try:
+                b = stream.read(n)
+            except (OSError, EOFError) as exc:  # a corrupt or cut compressed stream
+                raise TruncatedFileError(p, f"file is truncated or corrupt: the compressed stream fails at byte {pos} "
+                                            f"({str(exc)[:120]})") from None
+            pos += len(b)
+            return b
+
+        for index in range(MAX_HDUS + 1):
+            cards = _read_header_cards(read, p, index)
+            if cards is None or (index == 0 and not cards):
+                break
+            if index > 0 and "XTENSION" not in cards:
+                break  # not an extension header: data after the last HDU (astropy warns about it)
+            if index == MAX_HDUS:
+                raise BadHeaderError(p, f"has more than {MAX_HDUS} HDUs")
+            hdu = _declared_hdu(cards, p, index, pos)
+            out.append(hdu)
+            if hdu.shape and hdu.pixels > limits.max_image_pixels:
+                dims = " x ".join(str(v) for v in reversed(hdu.shape))
+                raise ImageTooLargeError(
+                    p, f"HDU {index} declares {dims} = {hdu.pixels} pixels, more than the limit of "
+                       f"{limits.max_image_pixels} (set $ASTRID_MAX_IMAGE_PIXELS or InputLimits.max_image_pixels "
+                       "to read larger images); nothing was read")
+            padded = -(-hdu.data_bytes // _BLOCK) * _BLOCK
+            if not compressed:
+                if pos + hdu.data_bytes > size:
+                    raise TruncatedFileError(
+                        p, f"file is truncated: HDU {index} declares {hdu.data_bytes} bytes of data but the file ends "
+                           f"{size - pos} bytes after its header (file size {size} bytes); nothing was read")
+                if pos + padded >= size:
+                    break
+                stream.seek(pos + padded)
+                pos += padded
+            else:
+                left = padded
+                while left > 0:
+                    chunk = read(min(left, 1 << 20))
+                    if not chunk:
+                        if padded - left < hdu.data_bytes:
+                            raise TruncatedFileError(
+                                p, f"file is truncated: HDU {index} declares {hdu.data_bytes} bytes of data but the compressed "
+                                   f"stream holds only {padded - left} of them")
+                        break
+                    left -= len(chunk)
+                if left > 0:
+                    break
+    finally:
+        stream.close()
+    return out
 
 
 @dataclass
@@ -69,13 +307,23 @@ class SkyImage:
         return self.header.get(name, default)
 
 
-def open_fits(path: str | os.PathLike) -> fits.HDUList:
-    """Open a FITS file fully into memory, mapping failures to named errors."""
+def open_fits(path: str | os.PathLike, limits: InputLimits | None = None) -> fits.HDUList:
+    """Open a FITS file fully into memory, mapping failures to named errors.
+
+    The headers are checked first (:func:`declared_layout`): a header that declares more data than the file
+    holds, or more pixels than ``limits`` allow, is refused before any data are read.
+    """
     p = Path(path)
     if not p.exists():
         raise InputFileError(p, "file does not exist")
+    if p.is_dir():
+        raise InputFileError(p, "is a folder, not a FITS file")
     if p.stat().st_size == 0:
         raise NotFITSError(p, "file is empty (0 bytes)")
+    try:
+        declared_layout(p, limits)
+    except PermissionError as exc:
+        raise InputFileError(p, f"cannot be read ({exc.strerror})") from None
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -242,7 +490,50 @@ def celestial_data_and_wcs(data: np.ndarray, header: fits.Header, path=None) -> 
         )
     if cel.pixel_shape is None or tuple(cel.pixel_shape) != (arr.shape[1], arr.shape[0]):
         cel.pixel_shape = (arr.shape[1], arr.shape[0])
+    _check_scale_cards(header, path)
+    check_wcs_usable(cel, path)
     return arr, cel
+
+
+def _check_scale_cards(header, path) -> None:
+    """CDi_j cards, when present, form a non-singular matrix (wcslib silently takes 1 deg/pixel when they are
+    all zero). Headers without CD cards (CDELT/PC, or a DSS plate solution) are checked by
+    :func:`check_wcs_usable`."""
+    cd = {k: header.get(k) for k in ("CD1_1", "CD1_2", "CD2_1", "CD2_2") if k in header}
+    if cd:
+        try:
+            m = np.array([[float(cd.get(f"CD{i}_{j}", 0.0)) for j in (1, 2)] for i in (1, 2)])
+        except (TypeError, ValueError):
+            raise SingularWCSError(path, f"the CD matrix cards are not numbers: {str(cd)[:200]}") from None
+        sv = np.linalg.svd(m, compute_uv=False) if np.all(np.isfinite(m)) else np.array([np.nan, np.nan])
+        if not (np.all(np.isfinite(sv)) and sv[0] > 0 and sv[-1] > 1e-10 * sv[0]):
+            raise SingularWCSError(path, f"the CD matrix {m.tolist()} deg/pixel is singular (or not finite): it maps "
+                                         "the image onto a line (or a point) of sky; fix the CDi_j cards")
+
+
+def check_wcs_usable(wcs: WCS, path=None) -> None:
+    """Refuse a celestial WCS that maps the image onto no sky area (before any work is done with it).
+
+    The linear part (CD, or PC x CDELT) must be finite and non-singular: its smaller singular value at least
+    1e-10 of the larger one (a singular matrix sends every pixel onto one line of sky, so no star can be
+    matched and every "candidate" is an artefact); CRVAL and CRPIX must be finite.
+    :class:`~astrid_pipeline.errors.SingularWCSError` names the file and the matrix.
+    """
+    try:
+        m = np.asarray(wcs.pixel_scale_matrix, dtype=float)
+    except Exception as exc:  # noqa: BLE001 - wcslib refuses some broken matrices outright
+        raise SingularWCSError(path, f"the WCS linear transformation cannot be evaluated ({str(exc)[:200]})") from None
+    text = np.array2string(m, precision=4, separator=", ").replace("\n", "")
+    if m.shape != (2, 2) or not np.all(np.isfinite(m)):
+        raise SingularWCSError(path, f"the WCS pixel-to-sky matrix (CD, or PC x CDELT) is not finite: {text} deg/pixel")
+    sv = np.linalg.svd(m, compute_uv=False)
+    if not sv[0] > 0 or sv[-1] <= 1e-10 * sv[0]:
+        raise SingularWCSError(
+            path, f"the WCS pixel-to-sky matrix (CD, or PC x CDELT) is singular: {text} deg/pixel maps the image "
+                  "onto a line (or a point) of sky, so nothing can be aligned or matched; fix the CD/CDELT/PC cards")
+    for name, vec in (("CRVAL", wcs.wcs.crval), ("CRPIX", wcs.wcs.crpix)):
+        if not np.all(np.isfinite(np.asarray(vec, dtype=float))):
+            raise NoCelestialWCSError(path, f"the WCS {name} values {list(np.asarray(vec, dtype=float))} are not finite")
 
 
 #: JWST data-quality bits that make a pixel unusable (DO_NOT_USE, SATURATED)

@@ -121,3 +121,20 @@ def read_table_group(path_or_file, name: str):
         with h5py.File(path_or_file, "r") as f:
             return _read(f)
     return _read(path_or_file)
+
+
+def read_group_arrays(path: str | os.PathLike, group: str, what: str = "an HDF5 dataset") -> dict[str, np.ndarray]:
+    """Every dataset of one group of ``path`` as arrays, {name: array}; a missing group is a named
+    :class:`~astrid_pipeline.errors.InputFileError` (``what`` says what the file should be)."""
+    import h5py
+
+    from astrid_pipeline.errors import InputFileError
+
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise InputFileError(path, f"is not a readable HDF5 file ({str(exc)[:160]})") from None
+    with f:
+        if group not in f:
+            raise InputFileError(path, f"has no {group!r} group ({what} has {', '.join(sorted(f.keys())) or 'none'})")
+        return {k: np.asarray(v) for k, v in f[group].items()}

@@ -1,5 +1,5 @@
 """Torch models: 2-D cosmic-ray segmentation (losses, training, tiled inference, the family trained
-side by side by :mod:`.cr_family`) and the real/bogus triplet classifier (:mod:`.realbogus`).
+side by side by :mod:`astrid_pipeline.science.cosmic_rays.family`) and the real/bogus triplet classifier (:mod:`.realbogus`).
 
 Importing this package does not import torch: each module imports it inside
 its functions or is itself imported lazily (``from astrid_pipeline.ml import

@@ -80,7 +80,7 @@ def _augment(rng, x, y, w):
 def _evaluate(model, loss_fn, x, y, w, batch=32):
     import torch
 
-    from astrid_pipeline.science.cosmic_rays.metrics import score_curve, summarize
+    from astrid_pipeline.ml.metrics import score_curve, summarize
 
     model.eval()
     probs, total = [], 0.0
@@ -104,7 +104,7 @@ def train_model(spec: ModelSpec, cfg: TrainConfig, data_path: str | os.PathLike,
     import torch
 
     from astrid_pipeline.io.atomic import atomic_write_text
-    from astrid_pipeline.science.cosmic_rays.dataset import load_split
+    from astrid_pipeline.io.hdf5_io import read_group_arrays
 
     from .checkpoint import save_checkpoint
     from .losses import get_loss
@@ -114,8 +114,8 @@ def train_model(spec: ModelSpec, cfg: TrainConfig, data_path: str | os.PathLike,
     loss_fn = get_loss(loss_name)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    tr = load_split(data_path, "train")
-    va = load_split(data_path, "val")
+    tr = read_group_arrays(data_path, "train", "a training set")
+    va = read_group_arrays(data_path, "val", "a training set")
     xt, yt, wt = tr["x"].astype(np.float32), tr["y"].astype(np.float32), tr["w"].astype(np.float32)
     if cfg.max_train_patches:
         xt, yt, wt = xt[:cfg.max_train_patches], yt[:cfg.max_train_patches], wt[:cfg.max_train_patches]

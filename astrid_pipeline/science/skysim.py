@@ -584,6 +584,7 @@ def simulate_pair(ra: float, dec: float, region: str = "field", config: SurveyCo
         h["MAGZP"] = (cfg.zeropoint + 2.5 * np.log10(exptime / cfg.exptime_science), "mag of 1 ADU")
         h["SKYLEVEL"] = (sky_level, "[ADU] mean simulated sky")
         h["SIMFWHM"] = (round(fwhm, 4), "[pix] true PSF FWHM (simulation)")
+        h["FWHM"] = (round(fwhm, 1), "[pix] seeing FWHM as the telescope reports it")
         h["SIMBETA"] = (cfg.moffat_beta, "true Moffat beta (simulation)")
         h["SIMSEED"] = (seed, "simulation seed (region-specific)")
         h["NCOMBINE"] = (ncomb, "exposures combined")

@@ -4,7 +4,7 @@
 (:class:`~astrid_pipeline.archives.simulated.SimulatedSurvey`, each at its
 own random sky position, seeing, depth and star density, all from one seed),
 perturbs some of their inputs the way real data go wrong, runs the sky
-branch on each (:func:`run_sky_chain`, the one adapter to the sky steps),
+branch on each (``run_chain``: :func:`astrid_pipeline.sky.chain.run_sky_chain`),
 and keeps every candidate's 63x63 triplet with its label:
 
 - **real** (label 1): candidates matched to the truth table; their ``type``
@@ -52,18 +52,15 @@ import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from astrid_pipeline.errors import ConfigError
+from astrid_pipeline.ml.realbogus.dataset import ALL_TYPES, BOGUS_TYPES, COLUMNS, REAL_TYPES, summarize_table
 
-REAL_TYPES = ("supernova", "variable", "nova", "asteroid", "asteroid_trailed")
-BOGUS_TYPES = ("cosmic_ray", "dipole", "psf_mismatch", "bad_column", "hot_pixel", "saturated_star", "noise_peak",
-               "residual")
-ALL_TYPES = REAL_TYPES + BOGUS_TYPES
-SPLITS = ("train", "val", "test")
 
 
 def _d(default, description: str):
@@ -120,45 +117,6 @@ class ChainProducts:
     reference: np.ndarray  # aligned, flux-matched reference
     difference: np.ndarray  # ZOGY D
     scorr: np.ndarray
-
-
-def run_sky_chain(pair, region: str, workdir: str | os.PathLike, stamp_size: int = 63) -> ChainProducts:
-    """Run every sky step on one archive pair in a scratch data root and read back what the triplet set needs.
-
-    The one place this module touches the sky branch and its data layout
-    (``astrid_pipeline.sky.runner.run_pair`` on a temporary
-    :class:`~astrid_pipeline.layout.DataLayout`): when the sky steps become a
-    step table, only this function changes.
-    """
-    import h5py
-
-    from astrid_pipeline.io.fits_io import open_fits
-    from astrid_pipeline.io.parquet_io import read_partitioned
-    from astrid_pipeline.layout import DataLayout
-    from astrid_pipeline.sky import products, runner
-    from astrid_pipeline.sky import steps as sky
-
-    layout = DataLayout(Path(workdir))
-    runner.run_pair(layout, region, pair)
-    if stamp_size != 63:
-        sky.triplets(layout, region, size=stamp_size)
-    cands = read_partitioned(layout.root, "candidates", {"region": region})
-    with h5py.File(layout.triplets(region), "r") as f:
-        trip = np.asarray(f["triplets"], dtype=np.float32)
-        ids = np.asarray(f["metadata/candidate_id"])
-    order = {int(c): k for k, c in enumerate(ids)}
-    trip = trip[[order[int(c)] for c in cands["candidate_id"]]] if len(cands) else trip
-
-    def ext(path, name=0):
-        h = open_fits(path)
-        try:
-            return np.array(h[name].data, dtype=np.float32)
-        finally:
-            h.close()
-
-    zp = layout.difference(region, "zogy")
-    return ChainProducts(cands, trip, ext(layout.normalized_image(region, "science")),
-                         ext(layout.normalized_image(region, "reference")), ext(zp), ext(zp, "SCORR"))
 
 
 # --------------------------------------------------------------------------- perturbations
@@ -412,12 +370,15 @@ def _split_of_regions(n: int, cfg: TripletSetConfig, rng: np.random.Generator) -
     return split
 
 
-COLUMNS = ("label", "type", "type_index", "snr", "expected_snr", "sign", "flags", "region", "split", "x", "y",
-           "candidate_id")
 
 
-def build_triplet_training_set(settings: TripletSetConfig, out_path: str | os.PathLike, log=None) -> dict:
+def build_triplet_training_set(settings: TripletSetConfig, out_path: str | os.PathLike,
+                               run_chain: Callable[..., ChainProducts], log=None) -> dict:
     """Simulate, perturb and run ``settings.n_regions`` regions and write their triplets to ``out_path`` (HDF5).
+
+    ``run_chain(pair, region, workdir, stamp_size)`` runs the sky branch on one archive pair in a scratch
+    folder and returns its :class:`ChainProducts` (:func:`astrid_pipeline.sky.chain.run_sky_chain`); this
+    module never sees the branch's data layout.
 
     Returns metadata: sizes, class balance and per-type counts per split,
     the perturbations applied, and the seconds spent.
@@ -459,7 +420,7 @@ def build_triplet_training_set(settings: TripletSetConfig, out_path: str | os.Pa
                     applied[a] = applied.get(a, 0) + 1
                 work = scratch / name
                 try:
-                    prod = run_sky_chain(pair, name, work, s)
+                    prod = run_chain(pair, name, work, s)
                 except Exception as exc:  # noqa: BLE001 - a region the chain rejects is reported, not fatal
                     if log:
                         log(f"region {name}: sky branch failed ({type(exc).__name__}: {exc}); skipped")
@@ -525,70 +486,3 @@ def build_triplet_training_set(settings: TripletSetConfig, out_path: str | os.Pa
         shutil.rmtree(scratch, ignore_errors=True)
     meta["path"] = str(Path(out_path))
     return meta
-
-
-def summarize_table(table: pd.DataFrame) -> dict:
-    """Sizes, class balance and per-type counts per split."""
-    out: dict = {"n_triplets": int(len(table)), "n_real": int((table["label"] == 1).sum()),
-                 "n_bogus": int((table["label"] == 0).sum())}
-    out["real_fraction"] = out["n_real"] / max(out["n_triplets"], 1)
-    per = {}
-    for sp in SPLITS:
-        t = table[table["split"] == sp]
-        if not len(t):
-            continue
-        per[sp] = {"n": int(len(t)), "real": int((t["label"] == 1).sum()), "bogus": int((t["label"] == 0).sum()),
-                   "regions": int(t["region"].nunique()),
-                   "types": {k: int(v) for k, v in t["type"].value_counts().sort_index().items()}}
-    out["splits"] = per
-    return out
-
-
-def near_real_distance(table: pd.DataFrame) -> np.ndarray:
-    """Per row, the distance (px) to the nearest *other* real candidate of the same region (inf if none)."""
-    d = np.full(len(table), np.inf)
-    for _, g in table.groupby("region"):
-        real = (g["label"] == 1).to_numpy()
-        if not real.any():
-            continue
-        xy = g[["x", "y"]].to_numpy(float)
-        dist = np.hypot(xy[:, None, 0] - xy[None, real, 0], xy[:, None, 1] - xy[None, real, 1])
-        ri = np.nonzero(real)[0]
-        dist[ri, np.arange(ri.size)] = np.inf  # a real row is not its own neighbour
-        d[g.index.to_numpy()] = dist.min(axis=1)
-    return d
-
-
-def load_triplet_set(path: str | os.PathLike, split: str | None = None,
-                     exclude_near_real_px: float = 0.0) -> tuple[np.ndarray, pd.DataFrame]:
-    """(triplets, table) of a set written by :func:`build_triplet_training_set`, optionally one split.
-
-    ``exclude_near_real_px`` > 0 leaves out the bogus rows within that many
-    pixels of a real candidate of the same region: a second detection along
-    a trail or a host-galaxy residual beside a supernova shares most of the
-    real one's stamp, and is neither a clean real nor a clean bogus example.
-    """
-    import h5py
-
-    from astrid_pipeline.errors import InputFileError
-
-    p = Path(path)
-    if not p.is_file():
-        raise InputFileError(p, "no such triplet set (build it with build_triplet_training_set)")
-    with h5py.File(p, "r") as f:
-        if "triplets" not in f or "label" not in f:
-            raise InputFileError(p, "is not a triplet training set (no 'triplets' / 'label' datasets)")
-        cols = {}
-        for c in COLUMNS:
-            v = f[c][()]
-            if v.dtype.kind in "OS":
-                v = np.array([x.decode() if isinstance(x, bytes) else str(x) for x in v], dtype=object)
-            cols[c] = v
-        table = pd.DataFrame(cols)
-        keep = np.ones(len(table), bool) if split is None else table["split"].to_numpy() == split
-        if exclude_near_real_px > 0:
-            keep &= ~((table["label"].to_numpy() == 0) & (near_real_distance(table) < exclude_near_real_px))
-        idx = np.nonzero(keep)[0]
-        trip = np.asarray(f["triplets"][idx] if len(idx) else np.zeros((0,) + f["triplets"].shape[1:]),
-                          dtype=np.float32)
-    return trip, table.iloc[idx].reset_index(drop=True)

@@ -35,7 +35,7 @@ TRUTH_SCHEMA = make_schema([
     Column("region", pa.string(), "", "sky region (partition key)"),
     Column("type", pa.string(), "", "supernova, variable, nova, asteroid, asteroid_trailed or faint"),
     Column("epoch", pa.string(), "", "epoch holding the signal: science, or reference for a moved asteroid"),
-    Column("sign", pa.int8(), "", "+1 brighter in the science image, -1 fainter"),
+    Column("sign", pa.int16(), "", "+1 brighter in the science image, -1 fainter"),
     Column("x", pa.float64(), "pix", "0-based column in the science image"),
     Column("y", pa.float64(), "pix", "0-based row in the science image"),
     Column("ra", pa.float64(), "deg", "ICRS right ascension"),
@@ -73,7 +73,7 @@ CANDIDATE_SCHEMA = make_schema([
     Column("flux_err", pa.float64(), "adu", "1-sigma error of flux (source, background and astrometric noise, "
                                            "times the S_corr normalisation)"),
     Column("snr", pa.float64(), "", "peak S_corr: signed significance"),
-    Column("sign", pa.int8(), "", "+1 brighter in the science image, -1 fainter"),
+    Column("sign", pa.int16(), "", "+1 brighter in the science image, -1 fainter"),
     Column("a", pa.float64(), "pix", "major-axis sigma from weighted moments of D"),
     Column("b", pa.float64(), "pix", "minor-axis sigma"),
     Column("theta", pa.float64(), "rad", "major-axis angle from +x towards +y"),
@@ -282,5 +282,7 @@ def product_paths(layout, region: str, asset_key: str) -> list[Path]:
         "classic_difference": [layout.difference(region, "classic")],
         "candidate_catalog": [layout.catalog("candidates", part).parent, layout.preview(region, "scorr")],
         "cutout_triplets": [layout.triplets(region), layout.preview(region, "triplets")],
+        "candidate_scores": [layout.catalog("candidate_scores", part).parent, layout.ds9_regions(region)],
+        "alert_packets": [layout.alerts(region)],
     }
     return table.get(asset_key, [])

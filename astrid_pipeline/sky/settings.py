@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from astrid_pipeline.alerts.packets import AlertSettings
 from astrid_pipeline.science.cosmic_rays.masks import CosmicRayMaskSettings
 from astrid_pipeline.science.extraction import ExtractionConfig
 from astrid_pipeline.science.noise import NoiseSettings
 from astrid_pipeline.science.psf import PSFConfig
 from astrid_pipeline.science.zogy import ScorrNormSettings
+from astrid_pipeline.sky.alert_steps import ScoreSettings
 
 
 def _d(default, description: str, **kw):
@@ -71,4 +73,8 @@ class SkySettings:
     candidates: ExtractionConfig = field(default_factory=ExtractionConfig,
                                          metadata={"description": "candidate extraction on S_corr"})
     triplets: TripletSettings = field(default_factory=TripletSettings, metadata={"description": "cutout triplets"})
+    scores: ScoreSettings = field(default_factory=ScoreSettings,
+                                  metadata={"description": "real/bogus scores of the candidates"})
+    alerts: AlertSettings = field(default_factory=AlertSettings,
+                                  metadata={"description": "alert packets (ZTF v4.02 Avro)"})
     qa: QASettings = field(default_factory=QASettings, metadata={"description": "asset-check bounds"})

@@ -150,6 +150,27 @@ def _triplets_complete(res, s: SkySettings):
                         {"n_triplets": m.get("n_triplets"), "n_candidates": m.get("n_candidates")})
 
 
+def _score_distribution(res, s: SkySettings):
+    m = res.metadata
+    n = int(m.get("n", 0))
+    if n == 0:
+        return CheckOutcome(True, {"n": 0}, "no candidates to score")
+    scored = 1.0 - int(m.get("n_nan", 0)) / n
+    real = float(m.get("real_fraction", float("nan")))
+    passed = scored >= s.scores.min_scored_fraction and real <= s.scores.max_real_fraction
+    return CheckOutcome(bool(passed), {"n": n, "scored_fraction": scored, "real_fraction": real,
+                                       "median_rb": m.get("median"), "q10_rb": m.get("q10"), "q90_rb": m.get("q90"),
+                                       "threshold": m.get("threshold"), "max_real_fraction": s.scores.max_real_fraction,
+                                       "rb_version": m.get("rb_version")})
+
+
+def _alerts_complete(res, s: SkySettings):
+    m = res.metadata
+    return CheckOutcome(int(m.get("n_alerts", 0)) == int(m.get("n_expected", m.get("n_alerts", 0))),
+                        {"n_alerts": m.get("n_alerts"), "photometry": m.get("photometry"), "band": m.get("band"),
+                         "schema_version": m.get("schema_version")})
+
+
 # --------------------------------------------------------------------------- the steps
 def _acquire(i: StepInputs):
     from astrid_pipeline.sky import steps as sky
@@ -207,7 +228,20 @@ def _triplets(i: StepInputs):
     return sky.triplets(i.layout, i.key, size=t.size, difference=t.difference)
 
 
+def _scores(i: StepInputs):
+    from astrid_pipeline.sky import alert_steps
+
+    return alert_steps.scores(i.layout, i.key, i.settings.scores)
+
+
+def _alerts(i: StepInputs):
+    from astrid_pipeline.sky import alert_steps
+
+    return alert_steps.alerts(i.layout, i.key, i.settings.alerts)
+
+
 ACQ, CRG, ALN, DIF, CAN = "sky_acquisition", "sky_cosmic_rays", "sky_alignment", "sky_differencing", "sky_candidates"
+ALR = "sky_alerts"
 
 SKY_STEPS: tuple[Step, ...] = (
     Step("acquire", _acquire, version="2", reads=("observation_inventory",),
@@ -271,6 +305,20 @@ SKY_STEPS: tuple[Step, ...] = (
          products=(Product("cutout_triplets", "Science/reference/difference cutouts (N, 3, 63, 63) around each "
                                               "candidate, with a metadata table.", CAN, ("hdf5",)),),
          checks=(Check("triplets_complete", "cutout_triplets", "one triplet per candidate", _triplets_complete),)),
+    Step("scores", _scores, version="1", reads=("cutout_triplets",),
+         description="real/bogus CNN scores and type probabilities per candidate, and the ds9 region file",
+         products=(Product("candidate_scores", "Real/bogus score, real flag and type probabilities of each candidate "
+                                               "(keyed by candidate_id, with the 64-bit candid), and a ds9 region "
+                                               "file.", ALR, ("parquet", "pytorch")),),
+         checks=(Check("score_distribution", "candidate_scores",
+                       "every candidate has a finite score and the share called real is plausible for a survey "
+                       "field", _score_distribution),)),
+    Step("alerts", _alerts, version="1", reads=("candidate_scores",),
+         description="alert packets in the ZTF v4.02 Avro schema, with gzipped FITS cutouts carrying their WCS",
+         products=(Product("alert_packets", "One Avro file of alert packets per region and epoch (ZTF alert "
+                                            "schema v4.02): magnitudes, rb score, science/template/difference "
+                                            "cutouts.", ALR, ("avro",)),),
+         checks=(Check("alerts_complete", "alert_packets", "one alert per candidate", _alerts_complete),)),
 )
 
 STEP_BY_NAME = {s.name: s for s in SKY_STEPS}
@@ -285,8 +333,15 @@ def steps_for_assets(asset_keys) -> list[Step]:
 
 
 def code_version(step: Step, model_source: str = "shipped", trained_model: str = "deepcr") -> str:
-    """The step's code version; the cosmic-ray step's also names the model it reads (the shipped weights'
-    checksum, or the trained model it depends on), so new weights re-run it and nothing else does."""
+    """The step's code version; the cosmic-ray and scoring steps' also name the model they read (the shipped
+    weights' checksum, or the trained model the CR step depends on), so new weights re-run them and nothing
+    else does."""
+    if step.name == "scores":
+        from astrid_pipeline.ml.realbogus.score import SHIPPED as RB_SHIPPED
+        from astrid_pipeline.ml.weights_path import SHA_PREFIX, file_sha256
+
+        sha = file_sha256(RB_SHIPPED)[:SHA_PREFIX] if RB_SHIPPED.exists() else "none"
+        return f"{step.version}+rb-{sha}"
     if step.name != "cosmic_ray_mask":
         return step.version
     if model_source == "trained":

@@ -9,7 +9,7 @@ from astrid_pipeline.defs.training.assets import cr_model, cr_model_evaluation, 
 from astrid_pipeline.layout import DataLayout
 
 TINY_SET = {"image_size": 128, "n_train": 3, "n_val": 1, "n_test": 1}
-TINY_MODEL = {"hidden": 4, "epochs": 2, "batch_size": 8, "seed": 1}
+TINY_MODEL = {"epochs": 2, "batch_size": 8, "seed": 1}
 
 
 def test_training_assets_materialize(tmp_path):

@@ -39,7 +39,7 @@ def test_budget_stops_and_max_steps_reproduces(tiny_set, tmp_path):
 
 
 def test_family_configs_match_the_asset_partitions():
-    from astrid_pipeline.ml.cr_family import FAMILY, FAMILY_TRAIN
+    from astrid_pipeline.science.cosmic_rays.family import FAMILY, FAMILY_TRAIN
 
     assert set(FAMILY) == {"deepcr", "att_deepcr", "cosmicconn", "att_cosmicconn", "transunet"}
     assert FAMILY["att_cosmicconn"].attention and FAMILY["cosmicconn"].architecture == "cosmicconn"

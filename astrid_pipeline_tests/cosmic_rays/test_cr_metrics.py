@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from astrid_pipeline.science.cosmic_rays import metrics as M
+from astrid_pipeline.ml import metrics as M
 
 
 def test_binary_metrics_known_counts():

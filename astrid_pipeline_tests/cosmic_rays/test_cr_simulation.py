@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from astrid_pipeline.errors import ConfigError
+from astrid_pipeline.ml.inference import robust_normalize
 from astrid_pipeline.science.cosmic_rays.simulate import (CRSimConfig, add_cosmic_rays, hits_from_dark,
-                                                          median_weight_map, robust_normalize, simulate_field)
+                                                          median_weight_map, simulate_field)
 
 
 def test_hits_have_every_kind_and_faint_amplitudes():

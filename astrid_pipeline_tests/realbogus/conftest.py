@@ -8,10 +8,11 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_triplets(tmp_path_factory):
     from astrid_pipeline.science.triplet_set import TripletSetConfig, build_triplet_training_set
+    from astrid_pipeline.sky.chain import run_sky_chain
 
     path = tmp_path_factory.mktemp("rbset") / "set.h5"
     cfg = TripletSetConfig(n_regions=3, seed=5, val_fraction=0.34, image_size=192)
-    meta = build_triplet_training_set(cfg, path)
+    meta = build_triplet_training_set(cfg, path, run_sky_chain)
     return path, meta
 
 

@@ -11,7 +11,7 @@ from astrid_pipeline.ml.errors import CheckpointError
 from astrid_pipeline.ml.realbogus.evaluate import evaluate_realbogus, evaluate_scores, roc_metrics
 from astrid_pipeline.ml.realbogus.normalize import normalize_triplets
 from astrid_pipeline.ml.realbogus.score import SHIPPED, load_realbogus, score_triplets, triplet_from_alert
-from astrid_pipeline.science.triplet_set import REAL_TYPES, load_triplet_set
+from astrid_pipeline.ml.realbogus.dataset import REAL_TYPES, load_triplet_set
 
 
 def _psf_triplet(rng, amp=200.0, sky=300.0, sign=1):

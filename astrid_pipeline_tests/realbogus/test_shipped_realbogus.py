@@ -25,10 +25,12 @@ def test_shipped_weights_load_weights_only_and_are_small(shipped):
 
 def test_unseen_seed_regions_are_separated(shipped, tmp_path):
     from astrid_pipeline.ml.realbogus.evaluate import evaluate_realbogus
-    from astrid_pipeline.science.triplet_set import TripletSetConfig, build_triplet_training_set, load_triplet_set
+    from astrid_pipeline.ml.realbogus.dataset import load_triplet_set
+    from astrid_pipeline.science.triplet_set import TripletSetConfig, build_triplet_training_set
+    from astrid_pipeline.sky.chain import run_sky_chain
 
     build_triplet_training_set(TripletSetConfig(n_regions=3, seed=4242, val_fraction=0.0, test_fraction=1.0),
-                               tmp_path / "unseen.h5")
+                               tmp_path / "unseen.h5", run_sky_chain)
     x, t = load_triplet_set(tmp_path / "unseen.h5", exclude_near_real_px=8.0)
     ev = evaluate_realbogus(shipped[0], x, t, threshold=shipped[1]["threshold"])
     assert ev["n_real"] >= 10 and ev["n_bogus"] >= 30
@@ -40,7 +42,7 @@ def test_real_decam_pair_through_the_sky_branch(shipped, realdata):
     from astropy.io import fits
 
     from astrid_pipeline.archives.base import ArchivePair
-    from astrid_pipeline.science.triplet_set import run_sky_chain
+    from astrid_pipeline.sky.chain import run_sky_chain
 
     d = realdata / "differencing"
     pair = ArchivePair(fits.open(d / "decam_science_obs04a.fits"), fits.open(d / "decam_reference_obs18a.fits"),

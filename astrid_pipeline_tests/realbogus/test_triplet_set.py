@@ -7,15 +7,8 @@ import pandas as pd
 import pytest
 
 from astrid_pipeline.errors import ConfigError
-from astrid_pipeline.science.triplet_set import (
-    BOGUS_TYPES,
-    REAL_TYPES,
-    TripletSetConfig,
-    _Perturbations,
-    label_candidates,
-    load_triplet_set,
-    perturb_pair,
-)
+from astrid_pipeline.ml.realbogus.dataset import BOGUS_TYPES, REAL_TYPES, load_triplet_set
+from astrid_pipeline.science.triplet_set import TripletSetConfig, _Perturbations, label_candidates, perturb_pair
 
 
 def test_set_holds_labelled_triplets_split_by_region(tiny_triplets):
@@ -47,10 +40,11 @@ def test_real_triplets_are_centred_on_their_change(tiny_triplets):
 
 def test_same_seed_same_set(tmp_path):
     from astrid_pipeline.science.triplet_set import build_triplet_training_set
+    from astrid_pipeline.sky.chain import run_sky_chain
 
     cfg = TripletSetConfig(n_regions=1, seed=11, val_fraction=0.0, image_size=160)
-    a = build_triplet_training_set(cfg, tmp_path / "a.h5")
-    b = build_triplet_training_set(cfg, tmp_path / "b.h5")
+    a = build_triplet_training_set(cfg, tmp_path / "a.h5", run_sky_chain)
+    b = build_triplet_training_set(cfg, tmp_path / "b.h5", run_sky_chain)
     xa, ta = load_triplet_set(tmp_path / "a.h5")
     xb, tb = load_triplet_set(tmp_path / "b.h5")
     pd.testing.assert_frame_equal(ta, tb)
@@ -112,7 +106,7 @@ def test_bad_settings_are_named():
 
 
 def test_second_detections_beside_a_real_can_be_left_out(tiny_triplets):
-    from astrid_pipeline.science.triplet_set import near_real_distance
+    from astrid_pipeline.ml.realbogus.dataset import near_real_distance
 
     t = pd.DataFrame({"region": ["a"] * 4 + ["b"], "label": [1, 1, 0, 0, 0], "x": [0, 10, 3, 50, 0.0],
                       "y": [0, 0, 4, 0, 0.0]})

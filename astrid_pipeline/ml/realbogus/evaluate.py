@@ -11,7 +11,7 @@
   type);
 - the calibration (reliability) curve: fraction real per score bin.
 
-The curve arithmetic is :mod:`astrid_pipeline.science.cosmic_rays.metrics`'s
+The curve arithmetic is :mod:`astrid_pipeline.ml.metrics`'s
 (the same ROC code as the CR metrics).
 """
 
@@ -28,7 +28,7 @@ SNR_BINS = (0.0, 6.0, 8.0, 12.0, 20.0, 50.0, np.inf)
 
 def roc_metrics(score: np.ndarray, truth: np.ndarray) -> dict:
     """AUC, FPR at 95 % TPR, FNR at 1 % FPR, the score thresholds there, and the curves."""
-    from astrid_pipeline.science.cosmic_rays.metrics import score_curve
+    from astrid_pipeline.ml.metrics import score_curve
 
     s = np.asarray(score, float)
     y = np.asarray(truth, bool)

@@ -50,7 +50,7 @@ def load_realbogus(path: str | os.PathLike | None = None):
 
     p = Path(path) if path is not None else SHIPPED
     if not p.is_file():
-        raise CheckpointError(p, "no such real/bogus checkpoint (train one with astrid_pipeline.ml.realbogus.ship)")
+        raise CheckpointError(p, "no such real/bogus checkpoint (train one with astrid_pipeline.sky.realbogus_ship)")
     try:
         payload = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same problem for the user
@@ -159,7 +159,8 @@ def candidate_scores(triplets, candidates, model=None, *, region: str | None = N
 
     ``triplets`` are the candidates' (N, 3, H, W) cut-outs in the order of
     ``candidates`` (a table with ``candidate_id`` and ``sign``; ``region`` and
-    ``mjd`` default to its columns). ``real`` is ``rb >= `` the checkpoint's
+    ``mjd`` default to its columns). ``model`` is a checkpoint path (None: the shipped weights), the
+    ``(model, payload)`` pair :func:`load_realbogus` returns, or a bare network. ``real`` is ``rb >= `` the checkpoint's
     operating threshold. This is the ``candidate_scores`` table the sky branch
     keys by candidate id (:func:`candidate_scores_schema`).
     """
@@ -167,8 +168,12 @@ def candidate_scores(triplets, candidates, model=None, *, region: str | None = N
 
     from astrid_pipeline.alerts.ids import candidate_ids
 
-    m, payload = (load_realbogus(model) if model is None or isinstance(model, (str, os.PathLike))
-                  else (model, {"types": None, "threshold": 0.5, "path": ""}))
+    if model is None or isinstance(model, (str, os.PathLike)):
+        m, payload = load_realbogus(model)
+    elif isinstance(model, tuple):  # (model, payload) as load_realbogus returns them
+        m, payload = model
+    else:
+        m, payload = model, {"types": None, "threshold": 0.5, "path": ""}
     types = payload.get("types") or [f"type{k}" for k in range(m.type_head.out_features)]
     rb, tp = score_triplets(m, triplets, candidates["sign"].to_numpy() if "sign" in candidates else None,
                             threads=threads)

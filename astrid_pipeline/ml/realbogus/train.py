@@ -95,7 +95,7 @@ def train_realbogus(data_path, out_dir: str | os.PathLike, cfg: RBTrainConfig | 
     from torch.nn import functional as F
 
     from astrid_pipeline.io.atomic import atomic_write_text
-    from astrid_pipeline.science.triplet_set import REAL_TYPES, load_triplet_set
+    from .dataset import REAL_TYPES, load_triplet_set
 
     from .evaluate import roc_metrics
     from .model import RBModelConfig, RealBogusNet, parameter_count

@@ -123,7 +123,7 @@ def hysteresis_mask(prob: np.ndarray, threshold: float, grow_threshold: float | 
     the network likes is not a cosmic ray unless it also stands out of the
     noise.
     """
-    from astrid_pipeline.science.mmcosmic.auxiliary import merge_peaks_tails
+    from .lacosmic import merge_peaks_tails
 
     p = np.nan_to_num(np.asarray(prob, dtype=np.float32), nan=0.0)
     grow = threshold if grow_threshold is None or grow_threshold > threshold else grow_threshold

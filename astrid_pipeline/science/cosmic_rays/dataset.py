@@ -20,7 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .simulate import CRSimConfig, median_weight_map, robust_normalize, simulate_field
+from astrid_pipeline.ml.inference import robust_normalize
+
+from .simulate import CRSimConfig, median_weight_map, simulate_field
 
 
 def _streams(cfg: CRSimConfig):
@@ -107,14 +109,3 @@ def build_training_set(cfg: CRSimConfig, path: str | os.PathLike) -> dict:
                 summary[split]["patches"] = int(n * (cfg.image_size // cfg.patch) ** 2)
     summary["path"] = str(Path(path))
     return summary
-
-
-def load_split(path: str | os.PathLike, split: str) -> dict[str, np.ndarray]:
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        if split not in f:
-            from astrid_pipeline.errors import InputFileError
-
-            raise InputFileError(path, f"has no {split!r} split (a CR training set has train, val and test)")
-        return {k: np.asarray(v) for k, v in f[split].items()}

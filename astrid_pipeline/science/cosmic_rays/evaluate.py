@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import metrics as M
+from astrid_pipeline.ml import metrics as M
+
 from .lacosmic import DEFAULT_SIGCLIPS, sigclip_sweep
 
 PROTOCOLS = ("pixel", "dilated")
@@ -71,9 +72,9 @@ def evaluate_test_split(data_path: str | os.PathLike, checkpoints: dict[str, str
     from astrid_pipeline.ml.checkpoint import load_checkpoint
     from astrid_pipeline.ml.inference import predict_normalized
 
-    from .dataset import load_split
+    from astrid_pipeline.io.hdf5_io import read_group_arrays
 
-    test = load_split(data_path, "test")
+    test = read_group_arrays(data_path, "test", "a training set")
     truth = test["y"].astype(bool)
     rows, curves, params = [], {}, {}
     for name, ck in checkpoints.items():

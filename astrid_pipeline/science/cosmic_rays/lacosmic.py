@@ -1,7 +1,7 @@
 """L.A.Cosmic (van Dokkum 2001) through astroscrappy, for single images and sigclip sweeps.
 
 The astroscrappy call itself is the M.M.Cosmic auxiliary detector's
-(:func:`astrid_pipeline.science.mmcosmic.auxiliary._run`); this module only
+(:func:`run_astroscrappy`); this module only
 chooses parameters. Images are ADU; ``gain`` in e-/ADU, ``read_noise`` in
 ADU, ``saturation`` in ADU (converted to electrons as astroscrappy wants).
 NaN pixels are replaced by the image median before the call and never
@@ -53,6 +53,29 @@ def sky_pedestal(image: np.ndarray, gain: float, read_noise: float) -> float:
     return float(max(0.0, level - float(np.nanmedian(img))))
 
 
+def merge_peaks_tails(peaks: np.ndarray, tails: np.ndarray) -> np.ndarray:
+    """Tail groups (8-connected) that contain at least one peak pixel, plus the peaks."""
+    from scipy import ndimage
+
+    peaks = np.asarray(peaks, dtype=bool)
+    tails = np.asarray(tails, dtype=bool) | peaks
+    labels, n = ndimage.label(tails, structure=np.ones((3, 3), dtype=bool))
+    if n == 0:
+        return np.zeros_like(peaks)
+    keep = np.zeros(n + 1, dtype=bool)
+    keep[np.unique(labels[peaks])] = True
+    keep[0] = False
+    return keep[labels]
+
+
+def run_astroscrappy(image: np.ndarray, kw: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(mask, cleaned image) of astroscrappy's L.A.Cosmic (van Dokkum 2001) with keyword arguments ``kw``."""
+    import astroscrappy
+
+    mask, clean = astroscrappy.detect_cosmics(np.ascontiguousarray(image, dtype=np.float32), **kw)
+    return np.asarray(mask, dtype=bool), np.asarray(clean, dtype=np.float32)
+
+
 def lacosmic_mask(image: np.ndarray, *, gain: float = 1.0, read_noise: float = 5.0, saturation: float = 65535.0,
                   sigclip: float = 4.5, sigfrac: float = 0.3, objlim: float = 5.0, niter: int = 4,
                   pedestal: float = 0.0) -> np.ndarray:
@@ -61,14 +84,12 @@ def lacosmic_mask(image: np.ndarray, *, gain: float = 1.0, read_noise: float = 5
     ``pedestal`` (ADU) is added before the call (and to ``saturation``), e.g.
     :func:`sky_pedestal` for a sky-subtracted image.
     """
-    from astrid_pipeline.science.mmcosmic.auxiliary import _run
-
     img, ok = _prepare(np.asarray(image, dtype=np.float64) + float(pedestal))
     saturation = saturation + float(pedestal)
     kw = dict(sigclip=float(sigclip), sigfrac=float(sigfrac), objlim=float(objlim), gain=float(gain),
               readnoise=float(read_noise * gain), satlevel=float(saturation * gain), niter=int(niter),
               sepmed=True, cleantype="meanmask", fsmode="median", verbose=False)
-    mask, _ = _run(img, kw)
+    mask, _ = run_astroscrappy(img, kw)
     return mask & ok
 
 

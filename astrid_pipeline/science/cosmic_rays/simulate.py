@@ -29,7 +29,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from scipy import ndimage
 
 from astrid_pipeline.errors import ConfigError
 
@@ -40,31 +39,31 @@ CR_KINDS = ("spot", "track", "worm")
 class CRSimConfig:
     """Parameters of the simulated CR training set (all ranges are drawn uniformly per image)."""
 
-    image_size: int = 256  # side of each simulated field
-    patch: int = 64  # training patch side
-    n_train: int = 24  # fields per split
-    n_val: int = 4
-    n_test: int = 4
-    seed: int = 1
-    test_seed: int = 9_000_001  # the test split comes from a seed the training never sees
-    gain: tuple[float, float] = (0.8, 3.0)  # e-/ADU
-    read_noise_e: tuple[float, float] = (3.0, 12.0)
-    sky_e: tuple[float, float] = (30.0, 2000.0)  # sky per pixel before augmentation
-    sky_augment: tuple[float, float] = (0.1, 3.0)  # deepCR: scale by up to 3x, subtract up to 0.9x
-    fwhm: tuple[float, float] = (1.6, 5.0)  # px; the low end is undersampled (Nyquist: 2 px)
-    saturation_e: float = 60000.0
-    star_density: float = 4000.0  # per 10^6 px
-    star_flux_e: tuple[float, float] = (200.0, 5e6)  # the bright end saturates
-    galaxy_density: float = 1000.0
-    cr_density: float = 1200.0  # hits per 10^6 px
-    kind_fractions: tuple[float, float, float] = (0.4, 0.35, 0.25)  # spot, track, worm
-    faint_fraction: float = 0.35  # share of hits at 3-8 sigma
-    faint_nsigma: tuple[float, float] = (3.0, 8.0)
-    bright_nsigma: tuple[float, float] = (8.0, 5000.0)
-    diffusion_sigma: tuple[float, float] = (0.1, 0.45)  # px, charge spreading
-    truth_nsigma: float = 1.0
-    spectral_fraction: float = 0.25  # share of fields that also carry long-slit sky lines and a trace
-    dark_frames: tuple[str, ...] = ()  # optional FITS dark frames with real hits
+    image_size: int = field(default=256, metadata={"description": "side of each simulated field (px)"})
+    patch: int = field(default=64, metadata={"description": "training patch side (px)"})
+    n_train: int = field(default=24, metadata={"description": "training fields (each gives (image_size/patch)^2 patches)"})
+    n_val: int = field(default=4, metadata={"description": "validation fields"})
+    n_test: int = field(default=4, metadata={"description": "test fields (from test_seed)"})
+    seed: int = field(default=1, metadata={"description": "seed of the train and validation fields"})
+    test_seed: int = field(default=9_000_001, metadata={"description": "the test split comes from a seed the training never sees"})
+    gain: tuple[float, float] = field(default=(0.8, 3.0), metadata={"description": "gain range (e-/ADU)"})
+    read_noise_e: tuple[float, float] = field(default=(3.0, 12.0), metadata={"description": "read noise range (e-)"})
+    sky_e: tuple[float, float] = field(default=(30.0, 2000.0), metadata={"description": "sky per pixel before augmentation"})
+    sky_augment: tuple[float, float] = field(default=(0.1, 3.0), metadata={"description": "deepCR: scale by up to 3x, subtract up to 0.9x"})
+    fwhm: tuple[float, float] = field(default=(1.6, 5.0), metadata={"description": "px; the low end is undersampled (Nyquist: 2 px)"})
+    saturation_e: float = field(default=60000.0, metadata={"description": "full well (e-): pixels above it saturate"})
+    star_density: float = field(default=4000.0, metadata={"description": "per 10^6 px"})
+    star_flux_e: tuple[float, float] = field(default=(200.0, 5e6), metadata={"description": "the bright end saturates"})
+    galaxy_density: float = field(default=1000.0, metadata={"description": "galaxies per 10^6 px"})
+    cr_density: float = field(default=1200.0, metadata={"description": "hits per 10^6 px"})
+    kind_fractions: tuple[float, float, float] = field(default=(0.4, 0.35, 0.25), metadata={"description": "spot, track, worm"})
+    faint_fraction: float = field(default=0.35, metadata={"description": "share of hits at 3-8 sigma"})
+    faint_nsigma: tuple[float, float] = field(default=(3.0, 8.0), metadata={"description": "peak range of faint hits, in the frame's own noise sigma"})
+    bright_nsigma: tuple[float, float] = field(default=(8.0, 5000.0), metadata={"description": "peak range of bright hits, in noise sigma"})
+    diffusion_sigma: tuple[float, float] = field(default=(0.1, 0.45), metadata={"description": "px, charge spreading"})
+    truth_nsigma: float = field(default=1.0, metadata={"description": "a pixel belongs to a hit's truth mask above this many sigma of added charge"})
+    spectral_fraction: float = field(default=0.25, metadata={"description": "share of fields that also carry long-slit sky lines and a trace"})
+    dark_frames: tuple[str, ...] = field(default=(), metadata={"description": "optional FITS dark frames with real hits"})
 
     def validate(self) -> "CRSimConfig":
         if self.image_size < 16 or self.patch < 8 or self.patch > self.image_size:
@@ -170,6 +169,8 @@ def add_cosmic_rays(
     ``noise_sigma`` is the per-pixel noise (scalar or map): each hit's peak
     pixel is drawn in units of it. Returns ``(signal, mask, hits)``.
     """
+    from scipy import ndimage
+
     ny, nx = shape
     sig = np.broadcast_to(np.asarray(noise_sigma, dtype=float), shape)
     n = int(rng.poisson(density * nx * ny / 1e6)) if n_hits is None else int(n_hits)
@@ -213,6 +214,8 @@ def hits_from_dark(dark: np.ndarray, image_sigma: float, alpha: float = 1.0, nsi
     the mask is dilated 3x3; the CR signal, rescaled by
     ``alpha * image_sigma / sigma_dark``, is returned with the mask.
     """
+    from scipy import ndimage
+
     d = np.asarray(dark, dtype=float)
     if d.ndim != 2:
         raise ConfigError(f"dark frame must be 2-D, got {d.ndim}-D")
@@ -230,6 +233,8 @@ def hits_from_dark(dark: np.ndarray, image_sigma: float, alpha: float = 1.0, nsi
 # --------------------------------------------------------------------------- fields
 def _bleed(model: np.ndarray, saturation: float) -> np.ndarray:
     """Saturated charge spills along columns (bleed trails), conserving the excess."""
+    from scipy import ndimage
+
     over = model > saturation
     if not over.any():
         return model
@@ -326,6 +331,8 @@ def median_weight_map(model: np.ndarray, sky: float, noise: float, alpha: float 
     scale to [0, 1] and clamp below at ``alpha``: source pixels weigh more,
     so the network pays for false positives on stars.
     """
+    from scipy import ndimage
+
     z = (np.asarray(model, float) - sky) / max(noise, 1e-12)
     z = np.clip(z, clip[0], clip[1]) - clip[0]
     z = ndimage.gaussian_filter(z, 2.0, truncate=1.0)  # radius 2: a 5x5 kernel
@@ -334,24 +341,3 @@ def median_weight_map(model: np.ndarray, sky: float, noise: float, alpha: float 
     return np.clip(z, alpha, 1.0).astype(np.float32)
 
 
-def robust_normalize(image: np.ndarray, bad: np.ndarray | None = None) -> np.ndarray:
-    """The network input: ``asinh((image - median) / sigma)``, sigma from the MAD; NaN/bad -> 0.
-
-    One global transform per image (not per tile), so tiled inference has no seams.
-    """
-    img = np.asarray(image, dtype=np.float64)
-    ok = np.isfinite(img)
-    if bad is not None:
-        ok &= ~np.asarray(bad, bool)
-    if not ok.any():
-        return np.zeros(img.shape, np.float32)
-    v = img[ok]
-    if v.size > 1_000_000:
-        v = v[:: v.size // 1_000_000]
-    med = float(np.median(v))
-    sd = 1.4826 * float(np.median(np.abs(v - med)))
-    if not sd > 0:
-        sd = float(np.std(v)) or 1.0
-    out = np.arcsinh((img - med) / sd)
-    out[~ok] = 0.0
-    return out.astype(np.float32)

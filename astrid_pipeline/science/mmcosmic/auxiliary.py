@@ -24,22 +24,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from astrid_pipeline.science.cosmic_rays.lacosmic import merge_peaks_tails, run_astroscrappy
+
 from .params import Requirements
 
 _EIGHT = np.ones((3, 3), dtype=bool)
-
-
-def merge_peaks_tails(peaks: np.ndarray, tails: np.ndarray) -> np.ndarray:
-    """Tail groups (8-connected) that contain at least one peak pixel, plus the peaks."""
-    peaks = np.asarray(peaks, dtype=bool)
-    tails = np.asarray(tails, dtype=bool) | peaks
-    labels, n = ndimage.label(tails, structure=_EIGHT)
-    if n == 0:
-        return np.zeros_like(peaks)
-    keep = np.zeros(n + 1, dtype=bool)
-    keep[np.unique(labels[peaks])] = True
-    keep[0] = False
-    return keep[labels]
 
 
 def gauss_kernel_xy(fwhm_x: float, fwhm_y: float, size: int) -> np.ndarray:
@@ -88,13 +77,6 @@ def _lacosmic_kwargs(req: Requirements, gain: float, rnoise: float, run: int) ->
     return kw
 
 
-def _run(image: np.ndarray, kw: dict) -> tuple[np.ndarray, np.ndarray]:
-    import astroscrappy
-
-    mask, clean = astroscrappy.detect_cosmics(np.ascontiguousarray(image, dtype=np.float32), **kw)
-    return np.asarray(mask, dtype=bool), np.asarray(clean, dtype=np.float32)
-
-
 @dataclass
 class AuxResult:
     mask: np.ndarray  # merged peaks & tails
@@ -120,7 +102,7 @@ def lacosmic_peaks_tails(
     padded = np.pad(image, pad, mode="reflect") if pad > 0 else image
     kw1 = _lacosmic_kwargs(req, gain, rnoise, 0)
     kw2 = _lacosmic_kwargs(req, gain, rnoise, 1)
-    m1, c1 = _run(padded, kw1)
+    m1, c1 = run_astroscrappy(padded, kw1)
     core = (slice(pad, pad + ny), slice(pad, pad + nx))
     peaks = m1[core]
     cleaned = c1[core].copy()
@@ -139,7 +121,7 @@ def lacosmic_peaks_tails(
         big = pad + margin  # reflected border of the tiled frame
         window_area = occ.sum() * (tile + 2 * big) ** 2
         if window_area > max_tile_fraction * ny * nx or big >= min(ny, nx):
-            m2, c2 = _run(padded, kw2)
+            m2, c2 = run_astroscrappy(padded, kw2)
             tails = m2[core]
             cleaned = c2[core].copy()
         else:
@@ -148,7 +130,7 @@ def lacosmic_peaks_tails(
             for iy, ix in zip(*np.nonzero(occ)):
                 y0, y1 = iy * tile, min((iy + 1) * tile, ny)
                 x0, x1 = ix * tile, min((ix + 1) * tile, nx)
-                m2, c2 = _run(pimg[y0 : y1 + 2 * big, x0 : x1 + 2 * big], kw2)
+                m2, c2 = run_astroscrappy(pimg[y0 : y1 + 2 * big, x0 : x1 + 2 * big], kw2)
                 sl = (slice(big, big + y1 - y0), slice(big, big + x1 - x0))
                 tails[y0:y1, x0:x1] = m2[sl]
                 cleaned[y0:y1, x0:x1] = c2[sl]

@@ -411,7 +411,12 @@ def write_combinations(combinations: dict, out: Path, *, uid: str, n: int, k: in
 
 
 def _new_temp_dir(parent: Path, stem: str) -> Path:
+    """A new hidden temporary folder in ``parent``, after sweeping what a killed run left there (its
+    ``.tmp-`` folders are removed, a folder it had moved aside is put back if nothing replaced it)."""
+    from astrid_pipeline.io.atomic import sweep_orphan_temporaries
+
     parent.mkdir(parents=True, exist_ok=True)
+    sweep_orphan_temporaries(parent)
     d = parent / f".{stem}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
     d.mkdir()
     return d

@@ -291,9 +291,13 @@ def write_products(result: DetectionResult, out_dir, *, events_path=None, attrs:
     ``mask.h5``, ``prediction_mask.npy`` and ``detections.json`` always;
     ``preview.png`` with ``preview``; ``groupdq.fits`` (JWST GROUPDQ/PIXELDQ,
     ``n_integrations`` deep) with ``groupdq``; the Parquet event table at
-    ``events_path`` when given.
+    ``events_path`` when given. Temporary files a killed run left in these folders are swept first.
     """
+    from astrid_pipeline.io.atomic import sweep_orphan_temporaries
+
     d = Path(out_dir)
+    for folder in {d, *([Path(events_path).parent] if events_path is not None else [])}:
+        sweep_orphan_temporaries(folder)  # what a killed run left half-written is removed, not left beside
     paths = {
         "mask": write_mask_hdf5(d / MASK_FILE, result, attrs),
         "prediction_mask": write_prediction_mask(d / PREDICTION_MASK_FILE, result),

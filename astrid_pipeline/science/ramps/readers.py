@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from astrid_pipeline.errors import BadShapeError, EmptyDataError, InputFileError
+from astrid_pipeline.errors import BadDataTypeError, BadShapeError, EmptyDataError, ImageTooLargeError, InputFileError
+from astrid_pipeline.errors import TruncatedFileError
 from astrid_pipeline.science.ramps.errors import TooFewGroupsError, UnknownRampFormatError
 
 JWST_FULL_FRAME = 2048
@@ -98,6 +99,44 @@ class RampSource(abc.ABC):
         self.close()
 
 
+def _check_dtype(dtype, path, what: str = "ramp") -> None:
+    """Ramp values are real numbers: integers or floats (not complex, boolean, text or records)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "uif":
+        kinds = {"b": "boolean", "c": "complex", "S": "text", "U": "text", "O": "object/text", "V": "compound records",
+                 "M": "dates", "m": "time differences"}
+        raise BadDataTypeError(path, f"{what} values are {kinds.get(dtype.kind, 'not numbers')} (dtype {dtype}); a ramp "
+                                     "holds real numbers (integer DN or float)")
+
+
+def _check_size(shape: tuple, path) -> None:
+    from astrid_pipeline.io.fits_io import input_limits
+
+    n = int(np.prod([int(v) for v in shape], dtype=object))
+    limit = input_limits().max_ramp_values
+    if n > limit:
+        raise ImageTooLargeError(path, f"ramp of shape {tuple(shape)} declares {n} values, more than the limit of "
+                                       f"{limit} (set $ASTRID_MAX_RAMP_VALUES or InputLimits.max_ramp_values)")
+
+
+def _constant_value(values: np.ndarray):
+    """The one value every element holds (None if they differ or any is NaN)."""
+    if values.size == 0:
+        return None
+    lo, hi = values.min(), values.max()
+    return lo.item() if lo == hi else None
+
+
+def _at_saturation(value, saturation) -> bool:
+    """A constant ramp at (or above) the saturation level is left to detection's all-saturated error."""
+    return saturation is not None and value >= saturation
+
+
+def _no_signal(path, value) -> EmptyDataError:
+    return EmptyDataError(path, f"every value of the ramp is {value:g}: it holds no signal to analyse (an unwritten "
+                                "or blanked file?)")
+
+
 def _as_4d(shape: tuple, path) -> tuple:
     if len(shape) == 3:
         return (1, *shape)
@@ -116,9 +155,11 @@ class ArrayRampSource(RampSource):
         shape = _as_4d(arr.shape, path)
         if arr.size == 0:
             raise EmptyDataError(path, f"ramp of shape {arr.shape} holds no pixels")
-        if arr.dtype.kind not in "uif":
-            raise BadShapeError(path, f"ramp values must be numbers, got dtype {arr.dtype}")
+        _check_dtype(arr.dtype, path)
         super().__init__(path=None if path is None else os.fspath(path), layout=layout, shape=shape, **kw)
+        value = _constant_value(arr)
+        if value is not None and not _at_saturation(value, self.saturation):
+            raise _no_signal(path, value)
         self._data = arr.reshape(shape)
         self._sat_dq = None
 
@@ -144,10 +185,17 @@ class HDF5RampSource(RampSource):
             raise InputFileError(path, f"cannot be opened as HDF5 ({exc})") from exc
         try:
             name = dataset or self._find_dataset(path)
+            if name not in self._f:
+                raise InputFileError(path, f"has no dataset {str(name)[:80]!r}")
             ds = self._f[name]
+            if not hasattr(ds, "shape") or not hasattr(ds, "dtype"):
+                raise BadShapeError(path, f"{str(name)[:80]!r} is a group, not a dataset")
             shape = _as_4d(ds.shape, path)
             if ds.size == 0:
                 raise EmptyDataError(path, f"dataset {name!r} holds no pixels")
+            _check_dtype(ds.dtype, path, f"dataset {name!r}")
+            _check_size(ds.shape, path)
+            _check_stored(ds, path, name)
             a = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in ds.attrs.items()}
             ft = a.get("frame_time")
             border = int(a.get("refpix_border", 0))
@@ -164,9 +212,30 @@ class HDF5RampSource(RampSource):
             )
             self._ds = ds
             self._nd = len(ds.shape)
+            self._check_signal()
         except BaseException:
             self._f.close()
             raise
+
+    def _check_signal(self) -> None:
+        """Refuse a ramp whose values are all the same (all zero): a few row strips first, the whole only if
+        those are constant (read by row blocks, so memory stays bounded)."""
+        ny = self.frame_shape[0]
+        rows = sorted({int(r) for r in np.linspace(0, ny - 1, min(ny, 8))})
+        first = None
+        for r in rows:
+            v = _constant_value(self.read_rows(r, r + 1))
+            if v is None or (first is not None and v != first):
+                return
+            first = v
+        step = max(1, int(16e6 // max(1, 4 * self.n_groups * self.frame_shape[1])))
+        for i in range(self.n_integrations):
+            for r0 in range(0, ny, step):
+                v = _constant_value(self.read_rows(r0, min(ny, r0 + step), i))
+                if v is None or v != first:
+                    return
+        if not _at_saturation(first, self.saturation):
+            raise _no_signal(self.path, first)
 
     def _find_dataset(self, path) -> str:
         if "ramp" in self._f:
@@ -192,6 +261,47 @@ class HDF5RampSource(RampSource):
             pass
 
 
+def _check_stored(ds, path, name) -> None:
+    """The file holds every byte the dataset declares: an HDF5 dataset whose chunks (or contiguous block)
+    were never written reads back as fill values, so a 1.4 kB file can declare 100 x 4096^2 values."""
+    dcpl = ds.id.get_create_plist()
+    import h5py
+
+    layout = dcpl.get_layout()
+    if layout == h5py.h5d.COMPACT:
+        return
+    if layout == h5py.h5d.CONTIGUOUS:
+        if dcpl.get_external_count() > 0:
+            return
+        stored = ds.id.get_storage_size()
+        if stored < ds.nbytes:
+            raise TruncatedFileError(path, f"dataset {name!r} declares {ds.nbytes} bytes {tuple(ds.shape)} but "
+                                           f"the file holds {stored} of them (never written, or truncated)")
+        return
+    chunks = ds.chunks or ds.shape
+    expected = 1
+    for n, c in zip(ds.shape, chunks):
+        expected *= -(-int(n) // int(c))
+    written = ds.id.get_num_chunks()
+    if written < expected:
+        raise TruncatedFileError(path, f"dataset {name!r} declares {tuple(ds.shape)} values in {expected} chunks but "
+                                       f"only {written} were ever written: the rest would read as fill values "
+                                       f"({np.asarray(ds.fillvalue).item()!r}), not data")
+    size = Path(path).stat().st_size
+    end = [0]
+
+    def seen(info):
+        end[0] = max(end[0], info.byte_offset + info.size)
+
+    try:
+        ds.id.chunk_iter(seen)
+    except (AttributeError, RuntimeError):  # an HDF5 without chunk iteration: the chunk count was checked
+        return
+    if end[0] > size:
+        raise TruncatedFileError(path, f"dataset {name!r} has chunks up to byte {end[0]} but the file has {size} "
+                                       "bytes: it is truncated")
+
+
 def _is_hdf5(p: Path) -> bool:
     with open(p, "rb") as fh:
         return fh.read(8) == b"\x89HDF\r\n\x1a\n"
@@ -210,9 +320,15 @@ def open_ramp(path: str | os.PathLike, *, dataset: str | None = None) -> RampSou
     p = Path(path)
     if not p.exists():
         raise InputFileError(p, "file does not exist")
+    if p.is_dir():
+        raise InputFileError(p, "is a folder, not a ramp file")
     if p.stat().st_size == 0:
         raise EmptyDataError(p, "file is empty (0 bytes)")
-    if _is_hdf5(p):
+    try:
+        hdf5 = _is_hdf5(p)
+    except OSError as exc:
+        raise InputFileError(p, f"cannot be read ({exc.strerror or exc})") from None
+    if hdf5:
         return HDF5RampSource(p, dataset)
     if _is_fits(p):
         return read_fits_ramp(p)
@@ -224,9 +340,10 @@ def open_ramp(path: str | os.PathLike, *, dataset: str | None = None) -> RampSou
 # ----------------------------------------------------------------------------
 
 def read_fits_ramp(path) -> RampSource:
-    from astrid_pipeline.io.fits_io import open_fits
+    from astrid_pipeline.io.fits_io import InputLimits, input_limits, open_fits
 
-    hdul = open_fits(path)
+    limits = input_limits()
+    hdul = open_fits(path, InputLimits(max_image_pixels=limits.max_ramp_values, max_ramp_values=limits.max_ramp_values))
     try:
         prim = hdul[0].header
         sci_ext = [h for h in hdul if h.name == "SCI" and h.is_image]

@@ -1,4 +1,4 @@
-"""Remake the shipped real/bogus weights: ``python -m astrid_pipeline.ml.realbogus.ship [--work DIR] [--out PATH]``.
+"""Remake the shipped real/bogus weights: ``python -m astrid_pipeline.sky.realbogus_ship [--work DIR] [--out PATH]``.
 
 1. the training set: :data:`SHIP_TRAIN_SET` (300 simulated 256x256 regions,
    seed 1, 15 % of the regions for validation) and :data:`SHIP_EXTRA_SET`
@@ -22,17 +22,17 @@ from __future__ import annotations
 
 import argparse
 import json
-
-import numpy as np
 import shutil
 import tempfile
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import numpy as np
+
 from astrid_pipeline.science.triplet_set import TripletSetConfig
 
-from .score import SHIPPED
-from .train import RBTrainConfig
+from astrid_pipeline.ml.realbogus.score import SHIPPED
+from astrid_pipeline.ml.realbogus.train import RBTrainConfig
 
 SHIP_TRAIN_SET = TripletSetConfig(n_regions=300, seed=1, val_fraction=0.15, test_fraction=0.0)
 #: a supplementary training set rich in local registration errors (dipoles on stars, e.g. DECam's PSF-change star)
@@ -46,6 +46,7 @@ def build_sets(work: Path, log=print, names=("train_set", "extra_set", "test_set
     """Build (or reuse) the training and test triplet sets in ``work``; returns their summaries."""
     from astrid_pipeline.io.atomic import atomic_write_text
     from astrid_pipeline.science.triplet_set import build_triplet_training_set
+    from astrid_pipeline.sky.chain import run_sky_chain
 
     out = {}
     for name, cfg in (("train_set", SHIP_TRAIN_SET), ("extra_set", SHIP_EXTRA_SET), ("test_set", SHIP_TEST_SET)):
@@ -54,7 +55,7 @@ def build_sets(work: Path, log=print, names=("train_set", "extra_set", "test_set
         path = work / f"{name}.h5"
         card = work / f"{name}.json"
         if not path.exists():
-            m = build_triplet_training_set(cfg, path, log=log)
+            m = build_triplet_training_set(cfg, path, run_sky_chain, log=log)
             atomic_write_text(card, json.dumps(m, indent=1, default=str))
         out[name] = json.loads(card.read_text()) if card.exists() else {"path": str(path)}
     return out
@@ -63,11 +64,11 @@ def build_sets(work: Path, log=print, names=("train_set", "extra_set", "test_set
 def _reuse(model_dir: Path, train_sets, cfg: RBTrainConfig) -> dict:
     """The summary of an already trained model, with its operating threshold re-derived on the val split."""
     from astrid_pipeline.io.atomic import atomic_write_text
-    from astrid_pipeline.science.triplet_set import load_triplet_set
+    from astrid_pipeline.ml.realbogus.dataset import load_triplet_set
 
-    from .normalize import normalize_triplets
-    from .score import load_realbogus, save_realbogus
-    from .train import operating_threshold
+    from astrid_pipeline.ml.realbogus.normalize import normalize_triplets
+    from astrid_pipeline.ml.realbogus.score import load_realbogus, save_realbogus
+    from astrid_pipeline.ml.realbogus.train import operating_threshold
 
     model, payload = load_realbogus(model_dir / "realbogus.pt")
     summary = json.loads(payload["summary_json"])
@@ -88,10 +89,10 @@ def _reuse(model_dir: Path, train_sets, cfg: RBTrainConfig) -> dict:
 
 def main(argv=None) -> int:
     from astrid_pipeline.io.atomic import atomic_write_text
-    from astrid_pipeline.science.triplet_set import load_triplet_set
+    from astrid_pipeline.ml.realbogus.dataset import load_triplet_set
 
-    from .evaluate import evaluate_realbogus
-    from .train import train_realbogus
+    from astrid_pipeline.ml.realbogus.evaluate import evaluate_realbogus
+    from astrid_pipeline.ml.realbogus.train import train_realbogus
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", default="", help="folder for the triplet sets and the run (default: a temp dir)")
@@ -120,9 +121,9 @@ def main(argv=None) -> int:
             "per_type", "recall_by_snr", "type_confusion", "type_accuracy", "n_real", "n_bogus", "seconds_per_1000")
     import sys
 
-    invoked = " ".join(["python -m astrid_pipeline.ml.realbogus.ship", *(sys.argv[1:] if argv is None else argv)])
+    invoked = " ".join(["python -m astrid_pipeline.sky.realbogus_ship", *(sys.argv[1:] if argv is None else argv)])
     card = {"command": invoked,
-            "train_command": "python -m astrid_pipeline.ml.realbogus.ship --work <dir>  (trains with train_config)",
+            "train_command": "python -m astrid_pipeline.sky.realbogus_ship --work <dir>  (trains with train_config)",
             "train_set": asdict(SHIP_TRAIN_SET), "extra_set": asdict(SHIP_EXTRA_SET), "test_set": asdict(SHIP_TEST_SET),
             "train_config": asdict(cfg),
             "train_set_summary": {k: v for k, v in sets["train_set"].items() if k != "config"},

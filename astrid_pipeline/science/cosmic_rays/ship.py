@@ -1,4 +1,4 @@
-"""Reproduce the packaged weights: ``python -m astrid_pipeline.ml.ship [--out DIR]``.
+"""Reproduce the packaged weights: ``python -m astrid_pipeline.science.cosmic_rays.ship [--out DIR]``.
 
 Builds the simulated training set with :data:`SHIP_DATA` (seed 1; test
 fields from seed 9000001), trains :data:`SHIP_SPEC` with :data:`SHIP_TRAIN`
@@ -17,11 +17,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from astrid_pipeline.science.cosmic_rays.simulate import CRSimConfig
+from astrid_pipeline.ml.checkpoint import SHIPPED
+from astrid_pipeline.ml.models import ModelSpec
+from astrid_pipeline.ml.train import TrainConfig
 
-from .checkpoint import SHIPPED
-from .models import ModelSpec
-from .train import TrainConfig
+from .simulate import CRSimConfig
 
 SHIP_DATA = CRSimConfig(image_size=256, n_train=48, n_val=4, n_test=4, seed=1, test_seed=9_000_001)
 SHIP_SPEC = ModelSpec(architecture="deepcr", hidden=8, depth=2, attention=False)
@@ -31,9 +31,9 @@ SHIP_TRAIN = TrainConfig(epochs=16, batch_size=16, lr=2e-3, loss="bce", seed=0, 
 
 def main(argv=None) -> int:
     from astrid_pipeline.io.atomic import atomic_write_text
-    from astrid_pipeline.science.cosmic_rays.dataset import build_training_set
+    from astrid_pipeline.ml.train import train_model
 
-    from .train import train_model
+    from .dataset import build_training_set
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(SHIPPED), help="where to write the checkpoint")
@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(work / "model" / "model.pt", out)
-    card = {"command": "python -m astrid_pipeline.ml.ship", "data_config": SHIP_DATA.as_dict(),
+    card = {"command": "python -m astrid_pipeline.science.cosmic_rays.ship", "data_config": SHIP_DATA.as_dict(),
             "spec": SHIP_SPEC.as_dict(), "train_config": s["train_config"], "parameters": s["parameters"],
             "best_epoch": s["best_epoch"], "val_metric": s["val_metric"], "best_val_metric": s["best_val_metric"],
             "history": s["history"]}

@@ -1,6 +1,6 @@
 """Train every 2-D CR model family on the same data with the same CPU-time budget.
 
-``python -m astrid_pipeline.ml.cr_family --work DIR [--budget-min 12] [--only NAME ...]``
+``python -m astrid_pipeline.science.cosmic_rays.family --work DIR [--budget-min 12] [--only NAME ...]``
 
 Builds one simulated training set (:data:`FAMILY_DATA`: train/val from seed
 1, test fields from seed 9000001 that training never sees) and trains each
@@ -29,10 +29,10 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from astrid_pipeline.science.cosmic_rays.simulate import CRSimConfig
+from astrid_pipeline.ml.models import ModelSpec
+from astrid_pipeline.ml.train import TrainConfig
 
-from .models import ModelSpec
-from .train import TrainConfig
+from .simulate import CRSimConfig
 
 #: one training set for every family
 FAMILY_DATA = CRSimConfig(image_size=256, patch=64, n_train=256, n_val=16, n_test=16, seed=1, test_seed=9_000_001)
@@ -54,9 +54,9 @@ FAMILY_TRAIN = TrainConfig(epochs=10_000, batch_size=16, lr=2e-3, loss="", seed=
 def train_family(work: str | Path, budget_s: float | None = None, only=None, log=print) -> dict:
     """Build the set (once) and train every family member into ``work/<name>/``; returns their summaries."""
     from astrid_pipeline.io.atomic import atomic_write_text
-    from astrid_pipeline.science.cosmic_rays.dataset import build_training_set
+    from astrid_pipeline.ml.train import train_model
 
-    from .train import train_model
+    from .dataset import build_training_set
 
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
@@ -91,7 +91,7 @@ def ship_member(work: str | Path, name: str, out: str | Path, comparison: dict |
     history = json.loads((work / name / "history.json").read_text())
     with atomic_path(out) as tmp:
         shutil.copyfile(src, tmp)
-    card = {"command": f"python -m astrid_pipeline.ml.cr_family --work {work} --budget-min "
+    card = {"command": f"python -m astrid_pipeline.science.cosmic_rays.family --work {work} --budget-min "
                        f"{FAMILY_TRAIN.cpu_budget_s / 60:g}; python benchmarks/cosmic_rays_2d.py --family {work}",
             "family_member": name, "data_config": FAMILY_DATA.as_dict(), "spec": FAMILY[name].as_dict(),
             **{k: summary[k] for k in ("train_config", "parameters", "best_epoch", "val_metric", "best_val_metric",
