@@ -3,7 +3,8 @@
 ``astrid run``, ``dg dev`` (through ``$DAGSTER_HOME``), the tests and the benchmarks share this:
 
 - :func:`ensure_home` writes ``<DAGSTER_HOME>/dagster.yaml`` once (telemetry off, run monitoring on, a
-  run queue of ``max_concurrent_runs`` runs, pools at op granularity) and sets the pool limits;
+  run queue of ``max_concurrent_runs`` runs, pools at op granularity, the SQLite event log with kept-open
+  connections of :mod:`astrid_pipeline.instance_storage`) and sets the pool limits;
 - :func:`set_pool_limits` gives each pool its limit (``sky_archives``: concurrent archive steps);
 - :func:`fail_dead_runs` marks as failed the runs left STARTED by a worker that was killed (``kill -9``,
   a reboot): each step tags its run with its host and pid (:func:`tag_worker`), so a run whose worker is
@@ -47,10 +48,23 @@ concurrency:
     default_limit: {default_pool}
 """
 
+#: the event log of a SQLite instance: Dagster's files and schema, with kept-open connections
+#: (astrid_pipeline/instance_storage.py); a PostgreSQL deployment replaces it with ``storage: postgres``
+SQLITE_EVENT_LOG_YAML = """\
+event_log_storage:
+  module: astrid_pipeline.instance_storage
+  class: PooledSqliteEventLogStorage
+  config:
+    base_dir: {event_dir}
+"""
+
 
 def ensure_home(home: str | os.PathLike | None = None, *, max_concurrent_runs: int = MAX_CONCURRENT_RUNS,
-                pools: dict | None = None, max_runtime_s: int = 24 * 3600):
-    """Create ``DAGSTER_HOME`` (default: ``$DAGSTER_HOME``, else ``<data root>/.dagster``) and return the instance."""
+                pools: dict | None = None, max_runtime_s: int = 24 * 3600, sqlite_event_log: bool = True):
+    """Create ``DAGSTER_HOME`` (default: ``$DAGSTER_HOME``, else ``<data root>/.dagster``) and return the instance.
+
+    ``sqlite_event_log=False`` leaves the event log out of the new ``dagster.yaml`` (for a caller that
+    adds ``storage: postgres``)."""
     from dagster import DagsterInstance
 
     from astrid_pipeline.layout import default_data_root
@@ -64,8 +78,11 @@ def ensure_home(home: str | os.PathLike | None = None, *, max_concurrent_runs: i
         from astrid_pipeline.io.atomic import atomic_write_text
 
         limits = {**POOL_LIMITS, **(pools or {})}
-        atomic_write_text(cfg, DAGSTER_YAML.format(max_runs=int(max_concurrent_runs), max_runtime=int(max_runtime_s),
-                                                   default_pool=max(limits.values())))
+        text = DAGSTER_YAML.format(max_runs=int(max_concurrent_runs), max_runtime=int(max_runtime_s),
+                                   default_pool=max(limits.values()))
+        if sqlite_event_log:
+            text += SQLITE_EVENT_LOG_YAML.format(event_dir=home / "history" / "runs")
+        atomic_write_text(cfg, text)
     instance = DagsterInstance.get()
     set_pool_limits(instance, pools)
     return instance

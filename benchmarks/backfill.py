@@ -129,7 +129,7 @@ def run_launch(launch: Launch, module: str) -> dict:
     saved = {k: os.environ.get(k) for k in ("DAGSTER_HOME", "ASTRID_DATA_ROOT", "ASTRID_REGION_CATALOG")}
     os.environ.update({k: env[k] for k in saved})
     services, pg_folder = processes.Services(folder), None
-    instance = ensure_home(home)
+    instance = ensure_home(home, sqlite_event_log=launch.storage == "sqlite")
     daemon = None
     try:
         if launch.storage == "postgres":  # the deployment setting: run and event storage in PostgreSQL
