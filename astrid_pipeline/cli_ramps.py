@@ -272,10 +272,17 @@ def _detection_configs(args):
     det_keys = {f.name for f in dataclasses.fields(DetectionConfig)}
     hyb_keys = {f.name for f in dataclasses.fields(HybridConfig)}
     from astrid_pipeline.errors import ConfigError
+    from astrid_pipeline.io.safe_yaml import clip
 
     unknown = sorted(set(base) - det_keys - hyb_keys)
     if unknown:
-        raise ConfigError(f"{args.config}: unknown detection config keys: {', '.join(unknown)}")
+        raise ConfigError(f"{args.config}: unknown detection config keys: {clip(', '.join(map(str, unknown)))}")
+    for cls, keys in ((DetectionConfig, det_keys), (HybridConfig, hyb_keys)):
+        if base:  # the file's own values first, so an error in them names the file
+            try:
+                config_from_args(cls, argparse.Namespace(), {k: v for k, v in base.items() if k in keys})
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"{args.config}: {clip(str(exc), 300)}") from None
     det = config_from_args(DetectionConfig, args, {k: v for k, v in base.items() if k in det_keys})
     hyb = config_from_args(HybridConfig, args, {k: v for k, v in base.items() if k in hyb_keys})
     return det, hyb

@@ -30,7 +30,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from astrid_pipeline.errors import ConfigError
+from astrid_pipeline.errors import ConfigError, UnsafeKeyError
 from astrid_pipeline.io.safe_yaml import short
 from astrid_pipeline.layout import default_data_root, safe_key
 
@@ -136,8 +136,8 @@ def _validate(entry: dict, source: str, base_dir: Path | None = None) -> Region:
     name = str(raw_name)
     try:
         safe_key(name)
-    except ValueError as exc:
-        raise ConfigError(f"{source}: region name: {exc}") from None
+    except UnsafeKeyError as exc:
+        raise UnsafeKeyError(f"{source}: region name: {exc}") from None
     try:
         ra, dec = _coordinate(entry["ra"]), _coordinate(entry["dec"])
     except (TypeError, ValueError, OverflowError):
@@ -182,12 +182,26 @@ def catalog_path(path: str | os.PathLike | None = None) -> Path:
 
 
 def catalog_fingerprint(path: str | os.PathLike | None = None) -> str:
-    """SHA-256 of the catalog file's bytes (sensors use it as a cursor); '' when the file is missing."""
+    """SHA-256 of the catalog file's bytes (sensors use it as a cursor); '' when the file is missing.
+
+    A file larger than :data:`MAX_CATALOG_BYTES` (refused by the loader anyway) is fingerprinted by its size
+    and modification time, not read; a folder or an unreadable file by what ``stat`` says, so a sensor
+    never fails on it and still sees when it changes.
+    """
     p = catalog_path(path)
     try:
-        return hashlib.sha256(p.read_bytes()).hexdigest()
+        st = p.stat()
+        if p.is_dir() or st.st_size > MAX_CATALOG_BYTES:
+            return f"{'folder' if p.is_dir() else 'large'}:{st.st_size}:{st.st_mtime_ns}"
+        h = hashlib.sha256()
+        with open(p, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
     except FileNotFoundError:
         return ""
+    except OSError as exc:
+        return f"unreadable:{exc.errno}"
 
 
 def _entries_from_csv(text: str, p: Path) -> list[dict]:
@@ -252,6 +266,7 @@ def resolve_region(key: str, catalog: dict[str, Region]) -> Region:
     """The region for a partition key: a catalog entry, or an ad-hoc ``ra..._dec...`` key."""
     if key in catalog:
         return catalog[key]
+    safe_key(key)  # too long, not a string or unsafe: UnsafeKeyError names it
     m = _ADHOC.match(key) if isinstance(key, str) and len(key) <= 64 else None
     if m:
         return _validate({"name": key, "ra": float(m["ra"]), "dec": float(m["dec"])}, "partition key")

@@ -69,7 +69,6 @@ def assert_decam_result(layout, region="decam"):
 def processed_region(tmp_path_factory, small_pair):
     """The whole sky branch run by its steps (no Dagster) on the small pair; returns (layout, region)."""
     from astrid_pipeline.layout import DataLayout
-    from astrid_pipeline.sky import products, runner
     from astrid_pipeline.sky import steps as sky
 
     layout = DataLayout(tmp_path_factory.mktemp("data"))

@@ -13,7 +13,11 @@ runs, in this process, one after the other:
   ``maxplots: 0`` and the Agg backend.
 
 Both read the FITS files and write their full set of products; the wall
-time of each whole run is measured (and its CPU time). Scores, from each
+time of each whole run is measured (and its CPU time), each tool in a fresh
+process of its own, so that its peak resident memory (``*_peak_rss_gb``) is
+its own. Like for like: unless ``--no-same-method``, ours also runs with
+``crmethod: mm_lacosmic`` (numina's method) and ``speedup_same_method`` is
+numina's wall time over that run's (``speedup`` compares our default method). Scores, from each
 tool's ``crmasks.fits`` (MEDIANCR) and ``combined_mediancr.fits``:
 
 * significant coincident pixels: hit in >= 2 exposures, and the hits raise
@@ -25,6 +29,7 @@ tool's ``crmasks.fits`` (MEDIANCR) and ``combined_mediancr.fits``:
 The last line printed is one JSON object.
 
 Usage: python benchmarks/mmcosmic.py [--size 1024] [--seed 2026] [--ours-crmethod mmcosmic] [--skip-numina]
+       [--no-same-method]
 """
 
 from __future__ import annotations
@@ -146,6 +151,24 @@ def scores(sim, outdir: Path) -> dict:
     }
 
 
+def _peak_rss_gb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # Linux: kilobytes
+
+
+def run_child(tool: str, params: Path, outdir: Path) -> tuple[float, float, float]:
+    """Run one tool in a fresh process: (wall s, CPU s, peak RSS GB) of that process."""
+    import subprocess
+
+    p = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", tool, str(params), str(outdir)],
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError(f"{tool} failed ({p.returncode}):\n{p.stderr[-3000:]}")
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    return r["wall_s"], r["cpu_s"], r["peak_rss_gb"]
+
+
 def run_ours(params: Path, outdir: Path) -> tuple[float, float]:
     from astrid_pipeline.cli_crmasks import main
     # import the modules before the clock starts, as numina's are imported before its run
@@ -181,12 +204,20 @@ def run_numina(params: Path, outdir: Path) -> tuple[float, float]:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--child":
+        tool, params, outdir = argv[1], Path(argv[2]), Path(argv[3])
+        wall, cpu = (run_ours if tool == "ours" else run_numina)(params, outdir)
+        print(json.dumps({"wall_s": wall, "cpu_s": cpu, "peak_rss_gb": _peak_rss_gb()}))
+        return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--ours-crmethod", default="mmcosmic", choices=["mmcosmic", "mm_lacosmic"])
     ap.add_argument("--also-ours-lacosmic", action="store_true", help="also run ours with mm_lacosmic (extra keys)")
     ap.add_argument("--skip-numina", action="store_true")
+    ap.add_argument("--no-same-method", action="store_true",
+                    help="do not run ours with mm_lacosmic (no speedup_same_method)")
     ap.add_argument("--workdir", default="", help="keep the files here (default: a temporary folder)")
     args = ap.parse_args(argv)
 
@@ -196,23 +227,28 @@ def main(argv=None) -> int:
         sim, images = make_data(work, args.size, args.seed)
         result: dict = {}
         p_ours = write_params(work / "params_ours.yaml", images, args.ours_crmethod)
-        ours_s, ours_cpu = run_ours(p_ours, work / "ours")
+        ours_s, ours_cpu, ours_rss = run_child("ours", p_ours, work / "ours")
         s = scores(sim, work / "ours")
         extra = {"ours_crmethod": args.ours_crmethod, "ours_cpu_s": round(ours_cpu, 3),
+                 "ours_peak_rss_gb": round(ours_rss, 3),
                  "n_significant": s["n_significant"], "ours_flagged_pixels": s["flagged_pixels"]}
+        la_s = None
         print(f"ours ({args.ours_crmethod}): {ours_s:.2f} s wall, {ours_cpu:.2f} s CPU, {s}", file=sys.stderr)
-        if args.also_ours_lacosmic and args.ours_crmethod != "mm_lacosmic":
+        if args.ours_crmethod == "mm_lacosmic":
+            la_s = ours_s
+        elif args.also_ours_lacosmic or not args.no_same_method:
             p2 = write_params(work / "params_ours_la.yaml", images, "mm_lacosmic")
-            la_s, la_cpu = run_ours(p2, work / "ours_la")
+            la_s, la_cpu, la_rss = run_child("ours", p2, work / "ours_la")
             s2 = scores(sim, work / "ours_la")
             extra.update({
                 "ours_mm_lacosmic_s": round(la_s, 3), "ours_mm_lacosmic_cpu_s": round(la_cpu, 3),
+                "ours_mm_lacosmic_peak_rss_gb": round(la_rss, 3),
                 "ours_mm_lacosmic_recall_significant": round(s2["recall_significant"], 4),
                 "ours_mm_lacosmic_residual_pixels": s2["residual_pixels"],
                 "ours_mm_lacosmic_false_pixels": s2["false_pixels"],
             })
             print(f"ours (mm_lacosmic): {la_s:.2f} s wall, {la_cpu:.2f} s CPU, {s2}", file=sys.stderr)
-        numina_s = numina_cpu = None
+        numina_s = numina_cpu = numina_rss = None
         sn = {"recall_significant": None, "residual_pixels": None, "false_pixels": None, "flagged_pixels": None}
         if not args.skip_numina:
             try:
@@ -221,13 +257,14 @@ def main(argv=None) -> int:
                 print("numina is not installed (pip install numina==0.40.0): peer skipped", file=sys.stderr)
             else:
                 p_num = write_params(work / "params_numina.yaml", images, "mm_lacosmic")
-                numina_s, numina_cpu = run_numina(p_num, work / "numina")
+                numina_s, numina_cpu, numina_rss = run_child("numina", p_num, work / "numina")
                 sn = scores(sim, work / "numina")
                 print(f"numina (mm_lacosmic): {numina_s:.2f} s wall, {numina_cpu:.2f} s CPU, {sn}", file=sys.stderr)
         result = {
             "ours_s": round(ours_s, 3),
             "numina_s": None if numina_s is None else round(numina_s, 3),
             "speedup": None if numina_s is None else round(numina_s / ours_s, 2),
+            "speedup_same_method": None if numina_s is None or la_s is None else round(numina_s / la_s, 2),
             "ours_recall_significant": round(s["recall_significant"], 4),
             "numina_recall_significant": None if sn["recall_significant"] is None else round(sn["recall_significant"], 4),
             "ours_residual_pixels": s["residual_pixels"],
@@ -237,6 +274,8 @@ def main(argv=None) -> int:
             **extra,
             "numina_cpu_s": None if numina_cpu is None else round(numina_cpu, 3),
             "numina_flagged_pixels": sn["flagged_pixels"],
+            "numina_peak_rss_gb": None if numina_rss is None else round(numina_rss, 3),
+            "load_average": [round(x, 2) for x in os.getloadavg()],
         }
     print(json.dumps(result))
     return 0

@@ -196,8 +196,7 @@ def run_pipeline(science, reference, root: Path, region: str = "judge", image_op
     from astrid_pipeline.archives.base import ArchivePair
     from astrid_pipeline.io.parquet_io import read_partitioned
     from astrid_pipeline.layout import DataLayout
-    from astrid_pipeline.sky import products, runner
-    from astrid_pipeline.sky import steps as sky
+    from astrid_pipeline.sky import runner
 
     layout = DataLayout(root)
     pair = ArchivePair(science, reference, f"{region}/science.fits", f"{region}/reference.fits",
@@ -296,8 +295,7 @@ def peer_trial(layout, region, pos, snrs, case, radius, prep) -> dict:
     from astrid_pipeline.science import injection as inj
     from astrid_pipeline.science.stars import detect_sources
     from astrid_pipeline.science.zogy import robust_std
-    from astrid_pipeline.sky import products, runner
-    from astrid_pipeline.sky import steps as sky
+    from astrid_pipeline.sky import products
 
     N, R, h = products.read_normalized(layout, region)
     mask = ~np.isfinite(N) | ~np.isfinite(R)

@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     from astrid_pipeline.ml.realbogus.score import SHIPPED, load_realbogus, score_triplets
     from astrid_pipeline.sky.realbogus_ship import SHIP_TEST_SET
     from astrid_pipeline.ml.realbogus.dataset import load_triplet_set
-    from astrid_pipeline.science.triplet_set import build_triplet_training_set
+    from astrid_pipeline.sky.triplet_set import build_triplet_training_set
     from astrid_pipeline.sky.chain import run_sky_chain
 
     path = Path(args.test_set) if args.test_set else Path(args.work) / "test_set.h5"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -215,7 +216,8 @@ def _open_stream(p: Path):
     return open(p, "rb"), False
 
 
-def declared_layout(path: str | os.PathLike, limits: InputLimits | None = None) -> list[DeclaredHDU]:
+def declared_layout(path: str | os.PathLike, limits: InputLimits | None = None, *,
+                    ramp: bool = False) -> list[DeclaredHDU]:
     """Read only the headers of a FITS file and check what they declare, before any data are read.
 
     Every HDU's data size (``|BITPIX|/8 x GCOUNT x (PCOUNT + NAXIS1 x ... x NAXISn)``, FITS standard 4.0
@@ -224,10 +226,13 @@ def declared_layout(path: str | os.PathLike, limits: InputLimits | None = None) 
     more than ``limits.max_image_pixels`` pixels (tile-compressed images: their ZNAXISn). Raises
     :class:`~astrid_pipeline.errors.ImageTooLargeError`, :class:`~astrid_pipeline.errors.TruncatedFileError` or
     :class:`~astrid_pipeline.errors.BadHeaderError` naming the file; returns the HDUs found. A file that does not
-    start like FITS returns ``[]`` (the reader then names what it is).
+    start like FITS returns ``[]`` (the reader then names what it is). ``ramp``: the file is an up-the-ramp
+    cube, held to ``limits.max_ramp_values`` instead.
     """
     p = Path(path)
     limits = limits or input_limits()
+    most, setting = ((limits.max_ramp_values, "$ASTRID_MAX_RAMP_VALUES or InputLimits.max_ramp_values") if ramp else
+                     (limits.max_image_pixels, "$ASTRID_MAX_IMAGE_PIXELS or InputLimits.max_image_pixels"))
     size = p.stat().st_size
     stream, compressed = _open_stream(p)
     out: list[DeclaredHDU] = []
@@ -238,7 +243,7 @@ def declared_layout(path: str | os.PathLike, limits: InputLimits | None = None) 
             nonlocal pos
             try:
                 b = stream.read(n)
-            except (OSError, EOFError) as exc:  # a corrupt or cut compressed stream
+            except (OSError, EOFError, zlib.error) as exc:  # a corrupt or cut compressed stream
                 raise TruncatedFileError(p, f"file is truncated or corrupt: the compressed stream fails at byte {pos} "
                                             f"({str(exc)[:120]})") from None
             pos += len(b)
@@ -254,12 +259,12 @@ def declared_layout(path: str | os.PathLike, limits: InputLimits | None = None) 
                 raise BadHeaderError(p, f"has more than {MAX_HDUS} HDUs")
             hdu = _declared_hdu(cards, p, index, pos)
             out.append(hdu)
-            if hdu.shape and hdu.pixels > limits.max_image_pixels:
+            if hdu.shape and hdu.pixels > most:
                 dims = " x ".join(str(v) for v in reversed(hdu.shape))
                 raise ImageTooLargeError(
-                    p, f"HDU {index} declares {dims} = {hdu.pixels} pixels, more than the limit of "
-                       f"{limits.max_image_pixels} (set $ASTRID_MAX_IMAGE_PIXELS or InputLimits.max_image_pixels "
-                       "to read larger images); nothing was read")
+                    p, f"HDU {index} declares {dims} = {hdu.pixels} {'values' if ramp else 'pixels'}, more than the "
+                       f"limit of {most} (set {setting} to read larger {'ramps' if ramp else 'images'}); nothing "
+                       "was read")
             padded = -(-hdu.data_bytes // _BLOCK) * _BLOCK
             if not compressed:
                 if pos + hdu.data_bytes > size:
@@ -307,11 +312,12 @@ class SkyImage:
         return self.header.get(name, default)
 
 
-def open_fits(path: str | os.PathLike, limits: InputLimits | None = None) -> fits.HDUList:
+def open_fits(path: str | os.PathLike, limits: InputLimits | None = None, *, ramp: bool = False) -> fits.HDUList:
     """Open a FITS file fully into memory, mapping failures to named errors.
 
     The headers are checked first (:func:`declared_layout`): a header that declares more data than the file
-    holds, or more pixels than ``limits`` allow, is refused before any data are read.
+    holds, or more pixels than ``limits`` allow, is refused before any data are read (``ramp``: a ramp cube,
+    held to the ramp limit).
     """
     p = Path(path)
     if not p.exists():
@@ -321,7 +327,7 @@ def open_fits(path: str | os.PathLike, limits: InputLimits | None = None) -> fit
     if p.stat().st_size == 0:
         raise NotFITSError(p, "file is empty (0 bytes)")
     try:
-        declared_layout(p, limits)
+        declared_layout(p, limits, ramp=ramp)
     except PermissionError as exc:
         raise InputFileError(p, f"cannot be read ({exc.strerror})") from None
     try:
@@ -349,10 +355,13 @@ def open_fits(path: str | os.PathLike, limits: InputLimits | None = None) -> fit
         if "SIMPLE" in msg or "valid FITS" in msg or "Empty or corrupt" in msg:
             raise NotFITSError(p, "not a FITS file (no SIMPLE card at the start)") from exc
         raise InputFileError(p, f"cannot be read as FITS: {msg}") from exc
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, EOFError, zlib.error) as exc:
         raise TruncatedFileError(
-            p, f"file ends before the data its header announces ({exc})"
+            p, f"file ends before the data its header announces ({str(exc)[:200]})"
         ) from exc
+    except (IndexError, KeyError) as exc:  # a compressed image whose tiles contradict its header
+        raise BadHeaderError(p, f"the data do not match what the header declares ({type(exc).__name__}: "
+                                f"{str(exc)[:200]})") from exc
     return hdul
 
 
@@ -457,7 +466,11 @@ def celestial_data_and_wcs(data: np.ndarray, header: fits.Header, path=None) -> 
         try:
             wcs_full = WCS(header)
         except Exception as exc:  # astropy raises many types for broken headers
-            raise NoCelestialWCSError(path, f"WCS in the header cannot be parsed: {exc}") from exc
+            text = " ".join(str(exc).split())[:300]
+            if "singular" in text.lower():
+                raise SingularWCSError(path, f"the WCS pixel-to-sky matrix (CD, or PC x CDELT) is singular: it maps "
+                                             f"the image onto a line (or a point) of sky ({text})") from exc
+            raise NoCelestialWCSError(path, f"WCS in the header cannot be parsed: {text}") from exc
     if not wcs_full.has_celestial:
         raise NoCelestialWCSError(
             path, "header has no celestial WCS (no RA/Dec or GLON/GLAT axis pair)"

@@ -14,6 +14,7 @@ from typing import Iterator, Mapping
 
 import numpy as np
 
+from astrid_pipeline.errors import AstridError
 from astrid_pipeline.io.atomic import atomic_path
 
 
@@ -47,13 +48,66 @@ def provenance_attrs(step: str, extra: Mapping | None = None) -> dict:
 
 @contextlib.contextmanager
 def open_atomic_hdf5(path: str | os.PathLike, step: str = "", attrs: Mapping | None = None) -> Iterator["h5py.File"]:  # noqa: F821
-    """Open a new HDF5 file under a temporary name; it is renamed into place on success."""
+    """Open a new HDF5 file under a temporary name; it is renamed into place on success.
+
+    A write that fails (disk full, file-size limit, read-only file system: HDF5 reports them as ``OSError`` or
+    ``RuntimeError`` with ``errno = N`` in the text) becomes an :class:`~astrid_pipeline.errors.OutputError`
+    naming ``path``; the half-written file is closed at once (HDF5 would otherwise retry the flush while the
+    interpreter exits, printing tracebacks or crashing) and removed.
+    """
     import h5py
 
     with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
+        f = h5py.File(tmp, "w")
+        try:
             set_attrs(f, provenance_attrs(step, attrs))
             yield f
+            f.close()
+        except BaseException as exc:
+            _abandon(f)
+            if isinstance(exc, (OSError, RuntimeError)) and not isinstance(exc, AstridError):
+                code = _hdf5_errno(exc)
+                if code is not None:
+                    raise OSError(code, os.strerror(code), os.fspath(tmp)) from exc
+            raise
+
+
+def _hdf5_errno(exc: BaseException) -> int | None:
+    """The system errno an HDF5 failure carries (``errno = 28`` in its message, or ``exc.errno``)."""
+    import re
+
+    m = re.search(r"errno = (\d+)", str(exc))
+    if m:
+        return int(m.group(1))
+    code = getattr(exc, "errno", None)
+    return code if isinstance(code, int) and code > 0 else None
+
+
+_ABANDONED: list = []
+
+
+def _quiet_hdf5_dealloc(hook):
+    """An unraisable-exception hook that drops HDF5's failing flushes of an abandoned file (not the error the
+    user needs to see: that one was raised) and passes everything else to ``hook``."""
+    def quiet(u):
+        text = f"{getattr(u, 'object', '')} {u.exc_value}"
+        if "file write failed" in text or ("_dealloc" in text and "ObjectID" in text and _ABANDONED):
+            return
+        hook(u)
+
+    quiet.astrid_quiet = True
+    return quiet
+
+
+def _abandon(f) -> None:
+    """Give up a file whose writing failed (disk full...): HDF5 cannot close it cleanly any more, and closing
+    it while datasets of it are still referenced crashes the interpreter later, so the file is left open
+    (its objects are kept, its descriptor goes at exit) and HDF5's complaints while they go are silenced."""
+    import sys
+
+    _ABANDONED.append(f)
+    if not getattr(sys.unraisablehook, "astrid_quiet", False):
+        sys.unraisablehook = _quiet_hdf5_dealloc(sys.unraisablehook)
 
 
 def write_dataset(

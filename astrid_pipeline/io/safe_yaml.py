@@ -96,8 +96,15 @@ for _first in "-+0123456789.":
     _StrictLoader.yaml_implicit_resolvers.setdefault(_first, []).append(("tag:yaml.org,2002:float", _FLOAT))
 
 
+#: most digits of an integer (Python refuses to convert more than 4300; no parameter needs more than a few)
+MAX_INT_DIGITS = 100
+
+
 def _int(loader, node):
     text = loader.construct_scalar(node)
+    if len(text) > MAX_INT_DIGITS:
+        raise yaml.constructor.ConstructorError(None, None, f"an integer of {len(text)} digits is not accepted "
+                                                f"(at most {MAX_INT_DIGITS})", node.start_mark)
     if text.startswith("0o"):
         return int(text[2:], 8)
     if text.startswith("0x"):

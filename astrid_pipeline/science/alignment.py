@@ -48,6 +48,7 @@ class AlignmentResult:
     shift_applied: tuple[float, float] = (0.0, 0.0)  # residual WCS offset folded into the mapping (pix)
     native: dict | None = None  # the offset measured before resampling (dx, dy, rms, n)
     variance: np.ndarray | None = None  # the reference's error map squared, resampled with the same mapping
+    mapping_info: dict | None = None  # how the pixel mapping was computed (pixel_mapping_info)
 
     def qa(self) -> dict:
         return dict(footprint_fraction=self.footprint_fraction, residual_dx=self.dx, residual_dy=self.dy,
@@ -83,6 +84,85 @@ def _order(order) -> int:
         raise ValueError(f"interpolation order {order!r} is not one of {sorted(ORDERS)}") from None
 
 
+#: coarse-grid spacing (target pixels) of the interpolated pixel mapping
+MAPPING_STEP = 32
+#: largest interpolation error (pixels) of the coarse-grid mapping against the exact transform; beyond it the
+#: mapping is computed exactly for every pixel
+MAPPING_MAX_ERROR = 0.01
+
+
+def _exact_points(target_wcs: WCS, source_wcs: WCS, xx: np.ndarray, yy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Source pixel (x, y) of target pixel positions ``(xx, yy)`` (any shape); NaN where the round trip fails."""
+    import warnings
+
+    from astropy.wcs.utils import pixel_to_pixel
+
+    shape = np.shape(xx)
+    xf, yf = np.ravel(xx).astype(np.float64), np.ravel(yy).astype(np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            sx, sy = pixel_to_pixel(target_wcs, source_wcs, xf, yf)
+            bx, by = pixel_to_pixel(source_wcs, target_wcs, sx, sy)
+        except Exception:  # a projection that cannot represent these positions at all
+            sx = sy = np.full(xf.size, np.nan)
+            bx = by = sx
+    sx, sy = np.array(sx, float).ravel(), np.array(sy, float).ravel()
+    bad = ~(np.abs(np.asarray(bx).ravel() - xf) <= 1) | ~(np.abs(np.asarray(by).ravel() - yf) <= 1)
+    sx[bad] = np.nan
+    sy[bad] = np.nan
+    return sx.reshape(shape), sy.reshape(shape)
+
+
+def _spline_weights(nodes: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Matrix W (len(at), len(nodes)) with W @ f(nodes) = the not-a-knot cubic spline of f evaluated at ``at``."""
+    from scipy.interpolate import CubicSpline
+
+    return CubicSpline(nodes, np.eye(len(nodes)), axis=0)(at)
+
+
+def pixel_mapping_info(target_wcs: WCS, target_shape: tuple[int, int], source_wcs: WCS,
+                       offset: tuple[float, float] = (0.0, 0.0), rows_per_block: int = 256,
+                       step: int = MAPPING_STEP, max_error: float = MAPPING_MAX_ERROR) -> tuple[np.ndarray, dict]:
+    """:func:`pixel_mapping` and how it was computed: ``{"method": "coarse" | "exact", "max_error_px", "step"}``.
+
+    The WCS transform is evaluated exactly (round trip included) on a grid
+    every ``step`` target pixels (plus the last row and column) and
+    interpolated with a separable not-a-knot cubic spline (two small matrix
+    products per axis). The interpolation is checked against the exact
+    transform at the centre of every grid cell, where a spline's error is
+    largest; when that error exceeds ``max_error`` pixels, when any grid
+    point fails the round trip (a projection's limb, a distortion that does
+    not invert) or when the image is too small for a grid, the mapping is
+    computed exactly for every pixel. ``max_error_px`` is the measured bound
+    (0 for the exact mapping).
+    """
+    ny, nx = target_shape
+    dx, dy = float(offset[0]), float(offset[1])
+    step = int(step)
+    if step >= 2 and min(ny, nx) >= 4 * step:
+        ys = np.unique(np.r_[np.arange(0, ny, step), ny - 1]).astype(np.float64)
+        xs = np.unique(np.r_[np.arange(0, nx, step), nx - 1]).astype(np.float64)
+        yy, xx = np.meshgrid(ys - dy, xs - dx, indexing="ij")
+        sx, sy = _exact_points(target_wcs, source_wcs, xx, yy)
+        if np.isfinite(sx).all() and np.isfinite(sy).all():
+            yc, xc = 0.5 * (ys[1:] + ys[:-1]), 0.5 * (xs[1:] + xs[:-1])
+            wyc, wxc = _spline_weights(ys, yc), _spline_weights(xs, xc)
+            cyy, cxx = np.meshgrid(yc - dy, xc - dx, indexing="ij")
+            ex, ey = _exact_points(target_wcs, source_wcs, cxx, cyy)
+            err = np.hypot(wyc @ sx @ wxc.T - ex, wyc @ sy @ wxc.T - ey)
+            worst = float(np.max(err)) if np.isfinite(err).all() else float("inf")
+            if worst <= max_error:
+                wy, wx = _spline_weights(ys, np.arange(ny, dtype=np.float64)), _spline_weights(xs, np.arange(
+                    nx, dtype=np.float64))
+                out = np.empty((2, ny, nx), dtype=np.float64)
+                np.matmul(wy @ sy, wx.T, out=out[0])
+                np.matmul(wy @ sx, wx.T, out=out[1])
+                return out, {"method": "coarse", "max_error_px": worst, "step": step}
+    return _exact_mapping(target_wcs, target_shape, source_wcs, offset, rows_per_block), {
+        "method": "exact", "max_error_px": 0.0, "step": 1}
+
+
 def pixel_mapping(target_wcs: WCS, target_shape: tuple[int, int], source_wcs: WCS,
                   offset: tuple[float, float] = (0.0, 0.0), rows_per_block: int = 256) -> np.ndarray:
     """For each target pixel, the (y, x) source-pixel coordinates that land on it; shape (2, ny, nx).
@@ -92,12 +172,16 @@ def pixel_mapping(target_wcs: WCS, target_shape: tuple[int, int], source_wcs: WC
     it): target pixel (x, y) takes the source at the WCS image of
     (x - dx, y - dy). Positions the source WCS cannot represent (beyond a
     projection's limb, or not round-tripping to within a pixel, as in
-    ``reproject``) are NaN. Computed in row blocks to bound memory.
+    ``reproject``) are NaN. Interpolated from a coarse grid with a measured
+    error of at most :data:`MAPPING_MAX_ERROR` pixels, else exact
+    (:func:`pixel_mapping_info`).
     """
-    import warnings
+    return pixel_mapping_info(target_wcs, target_shape, source_wcs, offset, rows_per_block)[0]
 
-    from astropy.wcs.utils import pixel_to_pixel
 
+def _exact_mapping(target_wcs: WCS, target_shape: tuple[int, int], source_wcs: WCS,
+                   offset: tuple[float, float] = (0.0, 0.0), rows_per_block: int = 256) -> np.ndarray:
+    """The exact mapping of every pixel (the WCS transform and its round trip), in row blocks to bound memory."""
     ny, nx = target_shape
     out = np.empty((2, ny, nx), dtype=np.float64)
     dx, dy = float(offset[0]), float(offset[1])
@@ -105,20 +189,9 @@ def pixel_mapping(target_wcs: WCS, target_shape: tuple[int, int], source_wcs: WC
     for y0 in range(0, ny, rows_per_block):
         y1 = min(ny, y0 + rows_per_block)
         yy, xx = np.meshgrid(np.arange(y0, y1, dtype=np.float64) - dy, xs, indexing="ij")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                sx, sy = pixel_to_pixel(target_wcs, source_wcs, xx.ravel(), yy.ravel())
-                bx, by = pixel_to_pixel(source_wcs, target_wcs, sx, sy)
-            except Exception:  # a projection that cannot represent these positions at all
-                sx = sy = np.full(xx.size, np.nan)
-                bx = by = sx
-        sx, sy = np.array(sx, float), np.array(sy, float)
-        bad = ~(np.abs(np.asarray(bx) - xx.ravel()) <= 1) | ~(np.abs(np.asarray(by) - yy.ravel()) <= 1)
-        sx[bad] = np.nan
-        sy[bad] = np.nan
-        out[0, y0:y1] = sy.reshape(yy.shape)
-        out[1, y0:y1] = sx.reshape(xx.shape)
+        sx, sy = _exact_points(target_wcs, source_wcs, xx, yy)
+        out[0, y0:y1] = sy
+        out[1, y0:y1] = sx
     return out
 
 
@@ -128,17 +201,55 @@ def _inside(mapping: np.ndarray, shape) -> np.ndarray:
         return (sx >= -0.5) & (sx <= shape[1] - 0.5) & (sy >= -0.5) & (sy <= shape[0] - 0.5)
 
 
+_COORDS: dict = {}
+
+
+def _coords(mapping: np.ndarray, shape) -> np.ndarray:
+    """map_coordinates input for ``mapping`` on a source of ``shape``: NaN -> far outside, the half-pixel border
+    beyond the outer pixel centres clamped onto them (the edge value, as reproject does). Kept for the last
+    mapping, so the image, its masks and its error map share one copy."""
+    import weakref
+
+    key = (id(mapping), tuple(shape))
+    hit = _COORDS.get("last")
+    if hit is not None and hit[0] == key and hit[1]() is mapping:
+        return hit[2]
+    coords = np.nan_to_num(mapping, nan=-10.0)
+    for axis in (0, 1):
+        c, n = coords[axis], shape[axis]
+        c[(c >= -0.5) & (c < 0)] = 0.0
+        c[(c > n - 1) & (c <= n - 0.5)] = n - 1
+    _COORDS["last"] = (key, weakref.ref(mapping), coords)
+    return coords
+
+
 def _sample(data: np.ndarray, mapping: np.ndarray, order: int) -> np.ndarray:
     from scipy import ndimage
 
-    shape = data.shape
-    coords = np.nan_to_num(mapping, nan=-10.0)
-    # the half-pixel border beyond the outer pixel centres takes the edge value (as reproject does)
-    coords[0] = np.where((coords[0] >= -0.5) & (coords[0] < 0), 0.0, coords[0])
-    coords[0] = np.where((coords[0] > shape[0] - 1) & (coords[0] <= shape[0] - 0.5), shape[0] - 1, coords[0])
-    coords[1] = np.where((coords[1] >= -0.5) & (coords[1] < 0), 0.0, coords[1])
-    coords[1] = np.where((coords[1] > shape[1] - 1) & (coords[1] <= shape[1] - 0.5), shape[1] - 1, coords[1])
-    return ndimage.map_coordinates(data, coords, order=order, mode="nearest", prefilter=order > 1)
+    return ndimage.map_coordinates(data, _coords(mapping, data.shape), order=order, mode="nearest",
+                                   prefilter=order > 1)
+
+
+def _sample_bilinear_sparse(mask: np.ndarray, mapping: np.ndarray) -> np.ndarray:
+    """``_sample(mask, mapping, 1)`` for a sparse boolean mask: evaluated only where a True pixel is among the
+    four bilinear neighbours (exactly the same values; zero elsewhere)."""
+    from scipy import ndimage
+
+    m = np.asarray(mask, bool)
+    ny, nx = m.shape
+    coords = _coords(mapping, m.shape)
+    # near[i, j]: any of m[i:i+2, j:j+2] (edges clamped, as mode="nearest" does)
+    near = m.copy()
+    near[:-1] |= m[1:]
+    near[:, :-1] |= near[:, 1:].copy()
+    iy = np.clip(np.floor(coords[0]), 0, ny - 1).astype(np.intp)
+    ix = np.clip(np.floor(coords[1]), 0, nx - 1).astype(np.intp)
+    cand = near[iy, ix]
+    out = np.zeros(mapping.shape[1:], np.float32)
+    if cand.any():
+        pts = coords[:, cand]
+        out[cand] = ndimage.map_coordinates(m.astype(np.float32), pts, order=1, mode="nearest", prefilter=False)
+    return out
 
 
 def resample(data: np.ndarray, mapping: np.ndarray, bad: np.ndarray | None = None, order="bicubic"):
@@ -165,8 +276,11 @@ def resample(data: np.ndarray, mapping: np.ndarray, bad: np.ndarray | None = Non
 
 def resample_mask(mask: np.ndarray, mapping: np.ndarray) -> np.ndarray:
     """A boolean map carried onto the target grid: True wherever a True input pixel contributes (bilinear)."""
-    m = np.asarray(mask, np.float32)
-    out = _sample(m, mapping, 1)
+    m = np.asarray(mask, bool)
+    if m.mean() < 0.25:  # sparse (bad pixels, saturated stars): only near the True pixels
+        out = _sample_bilinear_sparse(m, mapping)
+    else:
+        out = _sample(m.astype(np.float32), mapping, 1)
     return (out > 0.01) & _inside(mapping, m.shape)
 
 
@@ -363,7 +477,7 @@ def align_to_grid(
             err = 1.2533 * max(native["rms"], 0.02) / np.sqrt(n)
             if np.hypot(native["dx"], native["dy"]) > max(refine_min_offset, 3 * err):
                 offset = (native["dx"], native["dy"])
-    mapping = pixel_mapping(target_wcs, target_shape, ref_wcs, offset)
+    mapping, mapping_info = pixel_mapping_info(target_wcs, target_shape, ref_wcs, offset)
     aligned, invalid, frac, outside = reproject_image(ref_data, ref_wcs, target_wcs, target_shape, ref_bad, order,
                                                       path, mapping=mapping)
     sat = None
@@ -371,6 +485,7 @@ def align_to_grid(
         sat = resample_mask(ref_saturated, mapping)
     result = AlignmentResult(aligned, invalid, frac, outside, sat, shift_applied=offset)
     result.native = native
+    result.mapping_info = mapping_info
     if ref_variance is not None:
         result.variance = resample_variance(ref_variance, mapping)
     if target_image is None:

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import numpy as np
 
-from astrid_pipeline.science.triplet_set import ChainProducts
+from astrid_pipeline.sky.triplet_set import ChainProducts
 
 
 def run_sky_chain(pair, region: str, workdir: str | os.PathLike, stamp_size: int = 63) -> ChainProducts:
     """Run every sky step on one archive pair in a scratch data root and read back what the triplet set needs.
 
     The one adapter between the real/bogus training set
-    (:func:`astrid_pipeline.science.triplet_set.build_triplet_training_set`, which takes it as ``run_chain``)
+    (:func:`astrid_pipeline.sky.triplet_set.build_triplet_training_set`, which takes it as ``run_chain``)
     and the sky branch's data layout: :func:`astrid_pipeline.sky.runner.run_pair` on a
     :class:`~astrid_pipeline.layout.DataLayout` rooted at ``workdir``.
     """

@@ -5,7 +5,7 @@
    (100 regions, seed 2, most with a local registration error of the
    template: dipoles on stars, as a PSF or astrometry change leaves), and the test set
    :data:`SHIP_TEST_SET` (100 regions from seed 1001, never seen in
-   training), both by :func:`astrid_pipeline.science.triplet_set.build_triplet_training_set`
+   training), both by :func:`astrid_pipeline.sky.triplet_set.build_triplet_training_set`
    (reused from ``--work`` when already there);
 2. training: :func:`~astrid_pipeline.ml.realbogus.train.train_realbogus` with
    :data:`SHIP_TRAIN` (seed 0, one thread, a budget of CPU seconds);
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from astrid_pipeline.science.triplet_set import TripletSetConfig
+from astrid_pipeline.sky.triplet_set import TripletSetConfig
 
 from astrid_pipeline.ml.realbogus.score import SHIPPED
 from astrid_pipeline.ml.realbogus.train import RBTrainConfig
@@ -45,7 +45,7 @@ SHIP_TRAIN = RBTrainConfig(epochs=30, batch_size=64, lr=1e-3, seed=0, threads=1,
 def build_sets(work: Path, log=print, names=("train_set", "extra_set", "test_set")) -> dict:
     """Build (or reuse) the training and test triplet sets in ``work``; returns their summaries."""
     from astrid_pipeline.io.atomic import atomic_write_text
-    from astrid_pipeline.science.triplet_set import build_triplet_training_set
+    from astrid_pipeline.sky.triplet_set import build_triplet_training_set
     from astrid_pipeline.sky.chain import run_sky_chain
 
     out = {}

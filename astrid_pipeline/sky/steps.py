@@ -265,6 +265,8 @@ def align(layout: DataLayout, region: str, order: str = "bicubic", refine: bool 
     nat = res.native or {}
     qa.update(native_dx=float(nat.get("dx", 0.0)), native_dy=float(nat.get("dy", 0.0)),
               native_rms=float(nat.get("rms", float("nan"))), native_n=int(nat.get("n", 0)))
+    mi = res.mapping_info or {"method": "exact", "max_error_px": 0.0}
+    qa.update(mapping_method=str(mi["method"]), mapping_max_error_px=float(mi["max_error_px"]))
     hdr = ref.header.copy()
     for k in list(hdr.keys()):
         if k.startswith(_WCS_PREFIXES):
@@ -288,6 +290,8 @@ def align(layout: DataLayout, region: str, order: str = "bicubic", refine: bool 
         "ALNNATN": (qa["native_n"], "stars matched before resampling"),
         "ALNORDER": (order, "interpolation"),
         "ALNNINTP": (1, "interpolations applied to the reference"),
+        "ALNMAPM": (qa["mapping_method"], "pixel mapping: coarse grid + spline, or exact"),
+        "ALNMAPE": (float(f"{qa['mapping_max_error_px']:.3g}"), "[pix] measured bound of the mapping error"),
         "BUNIT": unit_card(bunit_of(ref.header), "reference units (not yet flux-matched)"),
     }
     sat = res.saturated if res.saturated is not None else np.zeros(sci.shape, bool)

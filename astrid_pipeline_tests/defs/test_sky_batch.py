@@ -3,7 +3,6 @@ local to their region, blocking checks, nothing stale after a failing re-run, on
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from astrid_pipeline.sky.table import SKY_ASSET_KEYS, SKY_STEPS
@@ -91,7 +90,6 @@ def test_failing_rerun_leaves_nothing_stale(data_root, catalog, instance, monkey
     cat, trip = layout.catalog("candidates", {"region": "fieldA"}), layout.triplets("fieldA")
     assert cat.exists() and trip.exists()
 
-    from astrid_pipeline.sky import products, runner
     from astrid_pipeline.sky import steps as sky
 
     def broken(*a, **k):

@@ -7,7 +7,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_triplets(tmp_path_factory):
-    from astrid_pipeline.science.triplet_set import TripletSetConfig, build_triplet_training_set
+    from astrid_pipeline.sky.triplet_set import TripletSetConfig, build_triplet_training_set
     from astrid_pipeline.sky.chain import run_sky_chain
 
     path = tmp_path_factory.mktemp("rbset") / "set.h5"

@@ -26,7 +26,7 @@ def test_shipped_weights_load_weights_only_and_are_small(shipped):
 def test_unseen_seed_regions_are_separated(shipped, tmp_path):
     from astrid_pipeline.ml.realbogus.evaluate import evaluate_realbogus
     from astrid_pipeline.ml.realbogus.dataset import load_triplet_set
-    from astrid_pipeline.science.triplet_set import TripletSetConfig, build_triplet_training_set
+    from astrid_pipeline.sky.triplet_set import TripletSetConfig, build_triplet_training_set
     from astrid_pipeline.sky.chain import run_sky_chain
 
     build_triplet_training_set(TripletSetConfig(n_regions=3, seed=4242, val_fraction=0.0, test_fraction=1.0),

@@ -8,7 +8,7 @@ import pytest
 
 from astrid_pipeline.errors import ConfigError
 from astrid_pipeline.ml.realbogus.dataset import BOGUS_TYPES, REAL_TYPES, load_triplet_set
-from astrid_pipeline.science.triplet_set import TripletSetConfig, _Perturbations, label_candidates, perturb_pair
+from astrid_pipeline.sky.triplet_set import TripletSetConfig, _Perturbations, label_candidates, perturb_pair
 
 
 def test_set_holds_labelled_triplets_split_by_region(tiny_triplets):
@@ -39,7 +39,7 @@ def test_real_triplets_are_centred_on_their_change(tiny_triplets):
 
 
 def test_same_seed_same_set(tmp_path):
-    from astrid_pipeline.science.triplet_set import build_triplet_training_set
+    from astrid_pipeline.sky.triplet_set import build_triplet_training_set
     from astrid_pipeline.sky.chain import run_sky_chain
 
     cfg = TripletSetConfig(n_regions=1, seed=11, val_fraction=0.0, image_size=160)

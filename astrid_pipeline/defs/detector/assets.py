@@ -130,8 +130,6 @@ def simulated_ramp(context: AssetExecutionContext, config: RampSimulationConfig,
     can_subset=False,
 )
 def ramp_detections(context: AssetExecutionContext, config: RampDetectionConfig, storage: StorageResource):
-    import h5py
-
     from astrid_pipeline.defs._metadata import column_schema, thumbnail, to_metadata
     from astrid_pipeline.instance import tag_worker
     from astrid_pipeline.io.parquet_io import partition_dir

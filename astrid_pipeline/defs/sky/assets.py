@@ -15,7 +15,6 @@ import os
 
 from dagster import (
     AssetCheckEvaluation,
-    AssetCheckKey,
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetDep,

@@ -15,7 +15,7 @@ see it)::
 
     # workspace.yaml
     load_from:
-      - python_module: astrid_pipeline.definitions_next      # the default code location
+      - python_module: astrid_pipeline.definitions      # the default code location
       - python_module:
           module_name: astrid_pipeline.defs.sky.distributed
           attribute: defs
@@ -45,7 +45,7 @@ import importlib
 import importlib.util
 
 #: the module of the default Definitions (one constant, so the rename to ``astrid_pipeline.definitions`` is one line)
-DEFINITIONS_MODULE = "astrid_pipeline.definitions_next"
+DEFINITIONS_MODULE = "astrid_pipeline.definitions"
 
 CELERY_JOB = "sky_branch_celery_job"
 DASK_JOB = "sky_branch_dask_job"

@@ -41,7 +41,7 @@ from astrid_pipeline.ml.realbogus.train import RBTrainConfig
 from astrid_pipeline.ml.train import TrainConfig
 from astrid_pipeline.science.cosmic_rays.family import FAMILY
 from astrid_pipeline.science.cosmic_rays.simulate import CRSimConfig
-from astrid_pipeline.science.triplet_set import TripletSetConfig
+from astrid_pipeline.sky.triplet_set import TripletSetConfig
 
 CR_GROUP, RB_GROUP = "cr_training", "realbogus_training"
 OWNERS = ["team:ml"]
@@ -192,7 +192,7 @@ def _set_metadata(meta: dict, path) -> dict:
                       "small simulated, perturbed regions, labelled by truth type or bogus cause, split by region.")
 def triplet_training_set(context: dg.AssetExecutionContext, config: TripletTrainingSetConfig,
                          storage: StorageResource):
-    from astrid_pipeline.science.triplet_set import build_triplet_training_set
+    from astrid_pipeline.sky.triplet_set import build_triplet_training_set
     from astrid_pipeline.sky.chain import run_sky_chain
 
     path = triplet_set_path(storage.layout)
@@ -231,7 +231,7 @@ def realbogus_evaluation(context: dg.AssetExecutionContext, config: RealBogusEva
     from astrid_pipeline.ml.realbogus.dataset import load_triplet_set
     from astrid_pipeline.ml.realbogus.evaluate import evaluate_realbogus
     from astrid_pipeline.ml.realbogus.score import SHIPPED
-    from astrid_pipeline.science.triplet_set import build_triplet_training_set
+    from astrid_pipeline.sky.triplet_set import build_triplet_training_set
     from astrid_pipeline.sky.chain import run_sky_chain
 
     layout = storage.layout

@@ -1,5 +1,5 @@
 """The real/bogus triplet set on disk: its classes, columns and reader (written by
-:func:`astrid_pipeline.science.triplet_set.build_triplet_training_set`).
+:func:`astrid_pipeline.sky.triplet_set.build_triplet_training_set`).
 
 The HDF5 file holds ``triplets`` (N, 3, S, S) float32 (science, reference,
 difference; NaN beyond the image edge) and one 1-D dataset per column of

@@ -1,4 +1,4 @@
-"""Training the real/bogus network on a triplet set (:mod:`astrid_pipeline.science.triplet_set`).
+"""Training the real/bogus network on a triplet set (:mod:`astrid_pipeline.sky.triplet_set`).
 
 Loss: binary cross-entropy of the real/bogus logit, the classes weighted to
 balance (the set has several bogus per real), plus ``type_weight`` times

@@ -25,9 +25,11 @@ stand ``min_snr`` sigma above their 5x5 running median). The significance
 gate uses each pixel's noise from the detector model,
 ``sqrt(max(image, 0) / gain + rnoise**2)`` in ADU (one exposure's noise;
 on a median of N exposures that over-estimates the noise, so the gate is
-conservative there). numina's threshold default (0.5) applies when
-``dc_threshold`` / ``nn_threshold`` are given; without them the weights'
-calibrated operating point is used.
+conservative there). A ``dc_threshold`` / ``nn_threshold`` that is given
+is used as numina uses it, the probability threshold alone (no gate);
+without one the operating point calibrated with the weights on real frames
+is used (for both packaged networks: seed 0.5, grow 0.5, gate 6 sigma;
+numina's own default threshold is also 0.5).
 
 Cleaned image (numina's deepCR call inpaints; its Cosmic-CoNN call does not
 and refuses ``use_auxmedian``): for ``deepcr`` each flagged pixel is replaced
@@ -57,8 +59,6 @@ log = logging.getLogger(__name__)
 NETWORK_CRMETHODS = {"deepcr": "deepcr", "mm_deepcr": "deepcr", "conn": "conn", "mm_conn": "conn"}
 #: the pretrained models numina knows (accepted and mapped to this project's weights, with a note)
 NUMINA_PRETRAINED = {"deepcr": ("ACS-WFC", "WFC3-UVIS"), "conn": ("ground_imaging", "NRES", "HST_ACS_WFC")}
-#: numina's default probability threshold for both networks
-NUMINA_DEFAULT_THRESHOLD = 0.5
 #: windows (px) of the masked-median cleaning, tried in turn
 CLEAN_WINDOWS = (5, 11, 23)
 

@@ -95,7 +95,23 @@ def lacosmic_peaks_tails(
     tile: int = 64,
     max_tile_fraction: float = 0.5,
 ) -> AuxResult:
-    """Run L.A.Cosmic twice (peaks, then tails) on a bias-subtracted ADU image."""
+    """Run L.A.Cosmic twice (peaks, then tails) on a bias-subtracted ADU image.
+
+    astroscrappy's OpenMP loops run with :func:`astrid_pipeline.science.threads.openmp_threads` threads (the
+    cores free now, or as configured): on a shared machine fewer threads are faster. The masks do not depend
+    on the thread count.
+    """
+    import astroscrappy  # noqa: F401  (its OpenMP runtime must be loaded before it can be limited)
+
+    from astrid_pipeline.science.threads import openmp_limit
+
+    with openmp_limit():
+        return _peaks_tails(image, req, gain=gain, rnoise=rnoise, allowed=allowed, tile=tile,
+                            max_tile_fraction=max_tile_fraction)
+
+
+def _peaks_tails(image, req: Requirements, *, gain: float, rnoise: float, allowed, tile: int,
+                 max_tile_fraction: float) -> AuxResult:
     image = np.asarray(image, dtype=np.float32)
     ny, nx = image.shape
     pad = int(req.la_padwidth)

@@ -340,10 +340,9 @@ def open_ramp(path: str | os.PathLike, *, dataset: str | None = None) -> RampSou
 # ----------------------------------------------------------------------------
 
 def read_fits_ramp(path) -> RampSource:
-    from astrid_pipeline.io.fits_io import InputLimits, input_limits, open_fits
+    from astrid_pipeline.io.fits_io import open_fits
 
-    limits = input_limits()
-    hdul = open_fits(path, InputLimits(max_image_pixels=limits.max_ramp_values, max_ramp_values=limits.max_ramp_values))
+    hdul = open_fits(path, ramp=True)
     try:
         prim = hdul[0].header
         sci_ext = [h for h in hdul if h.name == "SCI" and h.is_image]
