@@ -148,8 +148,10 @@ def stellar_locus(size: np.ndarray, half_width=r50_band, min_members: int = 2,
     as the lower envelope: starting from the smallest source, the first band
     of width 2 ``half_width(size)`` dex that holds ``min_members`` sources
     (fewer when there are fewer sources) is the locus. A single too-small
-    outlier cannot anchor it alone, and compact galaxies above the star
-    sequence do not move it, however many they are. The only population
+    outlier cannot anchor it alone, nor can a lone pair below a band of ten
+    or more (two unmasked cosmic rays under a rich sequence), and compact
+    galaxies above the star sequence do not move it, however many they
+    are. The only population
     smaller than stars is pixel-limited (hot pixels and cosmic-ray spots,
     r50 < ``pixel_limit`` px): a band there is passed over when a band of
     larger sources holds at least as many.
@@ -180,6 +182,11 @@ def stellar_locus(size: np.ndarray, half_width=r50_band, min_members: int = 2,
         above = np.nonzero((count >= need_above) & (v >= np.log10(pixel_limit)))[0]
         if above.size and count[above].max() >= count[i]:
             i = int(above[0])
+    # a lone pair below a populous band (two unmasked cosmic-ray spots or hot pixels just above the pixel
+    # limit) is not the stellar sequence when a band above holds ten or more sources: the locus is then the
+    # first band of three or more (a sparse star sequence under many compact galaxies still anchors it)
+    if count[i] <= 2 and count.max() >= 10:
+        i = int(np.nonzero(count >= 3)[0][0])
     w = float(hw[i])
     centre = float(v[i] + w)
     members = ok & (np.abs(ls - centre) <= w * (1 + 1e-9))
