@@ -7,7 +7,7 @@ real/bogus score as its text: green for clean candidates (flags == 0), red
 for flagged ones, dashed for fadings (sign < 0). ds9 (``ds9 image.fits
 -regions file.reg``), astropy-regions and SAOImage read it. The file is
 written atomically; where it goes is the caller's choice (the sky branch
-keeps them under ``sky/regions/<region>.reg``, not inside
+keeps them under ``sky/ds9/<region>.reg`` (``DataLayout.ds9_regions``), not inside
 ``catalogs/candidates/``, whose folders pandas and DuckDB read as a whole).
 """
 

@@ -55,7 +55,8 @@ class QASettings:
     min_scorr_norm: float = _d(0.5, "scorr_unit_variance: smallest acceptable S_corr normalisation factor")
     max_scorr_norm: float = _d(4.0, "scorr_unit_variance: largest acceptable S_corr normalisation factor")
     max_cr_pixel_fraction: float = _d(0.01, "cr_fraction_plausible: largest fraction of pixels masked as CRs")
-    min_completeness: float = _d(0.95, "injected_transient_recovery: recovery of injected S/N >= 6 transients")
+    min_completeness: float = _d(0.95, "injected_transient_recovery: recovery of injected S/N >= 6 transients (or "
+                                                      "what their S/N allows, less two binomial sigmas, if lower)")
     max_false_per_mpix: float = _d(1.0, "injected_transient_recovery: clean false candidates per 10^6 pixels")
 
 

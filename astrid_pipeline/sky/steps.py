@@ -562,6 +562,8 @@ def zogy(layout: DataLayout, region: str, use_source_noise: bool = True, use_ast
         ast = tuple(max(float(al_hdr.get(k, 0.0)), 0.0) for k in ("ALNRMSX", "ALNRMSY"))
     res = zogy_difference(N, R, pn.stamp, pr.stamp, nn.sigma_eff, nr.sigma_eff, var_n=var_n, var_r=var_r,
                           astrometric_sigma=ast, mask=bad)
+    has_err_n = err_n is not None
+    del var_n, var_r, err_n, err_r  # (peak memory: the variance and error maps are not needed any more)
     # source-free pixels for the normalisation: blank in both images, away from masked pixels and the borders
     fwhm = max(float(pn.fwhm), float(pr.fwhm), 1.0)
     usable = nn.blank & nr.blank & ~ndimage.binary_dilation(bad, iterations=int(np.ceil(2 * fwhm)))
@@ -629,7 +631,7 @@ def zogy(layout: DataLayout, region: str, use_source_noise: bool = True, use_ast
                 autocorr_lag1_science=nn.correlation.autocorr_lag1,
                 autocorr_lag1_reference=nr.correlation.autocorr_lag1,
                 sigma_science=nn.sigma_pixel, sigma_reference=nr.sigma_pixel, gain_science=gn, gain_reference=gr,
-                source_noise=bool(use_source_noise and (gn is not None or err_n is not None)))
+                source_noise=bool(use_source_noise and (gn is not None or has_err_n)))
     return StepResult({"zogy_difference": out}, meta)
 
 
@@ -712,6 +714,13 @@ def candidates(layout: DataLayout, region: str, config=None) -> StepResult:
         meta["recovery"] = summ.as_dict()
         bright = tm["expected_snr"] >= 6.0
         meta["completeness_snr_ge_6"] = float(tm.loc[bright, "recovered"].mean()) if bright.any() else 1.0
+        # what the noise allows: a source of true S/N s peaks above the threshold t with probability Phi(s - t)
+        from math import erf, sqrt
+
+        thr = float(getattr(config, "threshold", 5.0)) if config is not None else 5.0
+        p_det = [0.5 * (1.0 + erf((float(v) - thr) / sqrt(2.0))) for v in tm.loc[bright, "expected_snr"]]
+        meta["n_snr_ge_6"] = int(bright.sum())
+        meta["expected_completeness_snr_ge_6"] = float(np.mean(p_det)) if p_det else 1.0
         meta["false_per_mpix"] = summ.false_positives / (sci.data.size / 1e6)
         meta["missed"] = tm.loc[~tm["recovered"], ["transient_id", "type", "expected_snr"]].to_dict("records")
     meta["flux_unit"] = bunit_of(sci.header) or "unknown"

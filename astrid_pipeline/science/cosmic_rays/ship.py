@@ -1,4 +1,4 @@
-"""Reproduce the packaged weights: ``python -m astrid_pipeline.science.cosmic_rays.ship [--out DIR]``.
+"""Reproduce the packaged weights: ``python -m astrid_pipeline.science.cosmic_rays.ship [--out FILE.pt] [--work DIR]``.
 
 Builds the simulated training set with :data:`SHIP_DATA` (seed 1; test
 fields from seed 9000001), trains :data:`SHIP_SPEC` with :data:`SHIP_TRAIN`
