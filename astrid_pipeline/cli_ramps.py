@@ -228,6 +228,23 @@ def ohana_predict(argv=None) -> int:
     return _ohana("predict", argv)
 
 
+def _writable_place(path: Path, *, folder: bool) -> Path:
+    """Refuse an output that cannot be written before any work is done: a folder where a file must go (or a
+    file where a folder must go), or a file among its parent folders. :class:`~astrid_pipeline.errors.OutputError`
+    names the path."""
+    from astrid_pipeline.errors import OutputError
+
+    p = Path(path).expanduser()
+    if folder and p.exists() and not p.is_dir():
+        raise OutputError(p, "it is a file; an output folder is needed here")
+    if not folder and p.is_dir():
+        raise OutputError(p, "it is a folder; give the name of the file to write")
+    blocker = next((q for q in p.parents if q.exists() and not q.is_dir()), None)
+    if blocker is not None:
+        raise OutputError(p, f"{blocker} is a file where a folder must be")
+    return p
+
+
 def _print(obj) -> None:
     print(json.dumps(obj, default=str))
 
@@ -246,6 +263,7 @@ def _sim_config(args):
 def _simulate(args) -> int:
     from astrid_pipeline.ml.ramps.tasks import run_simulation
 
+    _writable_place(args.output, folder=False)
     cfg = _sim_config(args)
     det = args.detector or cfg.detectors[0]
     run = run_simulation(cfg, det, args.exposure, args.output)
@@ -261,7 +279,12 @@ def _model_path(value):
         from astrid_pipeline.ml.ramps import SHIPPED_WEIGHTS
 
         return SHIPPED_WEIGHTS
-    return Path(value)
+    path = Path(value).expanduser()
+    if not path.is_file():  # before any detection is run
+        from astrid_pipeline.errors import ConfigError
+
+        raise ConfigError(f"--model {path}: {'is a folder, not' if path.is_dir() else 'no such'} checkpoint file")
+    return path
 
 
 def _detection_configs(args):
@@ -302,6 +325,7 @@ def _detect(args) -> int:
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     det, hyb = _detection_configs(args)
+    _writable_place(args.output, folder=True)
     layout = DataLayout(args.output.expanduser().resolve())
     run = run_detection(
         det, args.ramp, layout.detector_dir(detector, args.exposure), model_path=_model_path(args.model), hybrid=hyb,
@@ -316,7 +340,7 @@ def _predict(args) -> int:
     from astrid_pipeline.ml.ramps.tasks import run_detection
 
     det, hyb = _detection_configs(args)
-    out = args.output.expanduser().resolve()
+    out = _writable_place(args.output, folder=True).resolve()
     run = run_detection(det, args.input, out, model_path=_model_path(args.model), hybrid=hyb,
                         events_path=out / "events.parquet", integration=args.integration,
                         preview=not args.no_preview, groupdq=args.groupdq, title=args.input.name)
@@ -332,6 +356,7 @@ def _create_training(args) -> int:
     out = args.output_dir or (Path(cfg.output_dir) if cfg.output_dir else None)
     if out is None:
         raise ConfigError("no output folder: give --output_dir or set output_dir in the config")
+    _writable_place(out, folder=True)
     res = build_training_set(cfg, args.start_index, args.end_index, out, t_max=args.t_max)
     _print(res.metadata)
     return 0
@@ -349,7 +374,10 @@ def _train(args) -> int:
         data = Path(cfg.output_dir) if cfg.output_dir else None
     if data is None:
         raise ConfigError("no training data: give --data_dir or a --config whose output_dir holds the patches")
+    if not Path(data).expanduser().is_dir():  # before torch is imported
+        raise ConfigError(f"training data {data}: no such folder of patches (make them with create-training)")
     tcfg = config_from_args(UNetTrainConfig, args)
+    _writable_place(args.output_dir, folder=True)
     res = train_unet(tcfg, data, args.output_dir, max_steps=args.max_steps)
     _print(res.metadata)
     return 0
@@ -363,6 +391,7 @@ def _evaluate(args) -> int:
     for name in [v.strip() for v in args.presets.split(",") if v.strip()]:
         presets[Path(name).stem if name.endswith((".yaml", ".yml")) else name] = simulation_config_path(name)
     ecfg = config_from_args(EvaluationConfig, args)
+    _writable_place(args.output, folder=True)
     res = evaluate_models(ecfg, presets, _model_path(args.model), args.output)
     _print({"json": str(res.json_path), **res.metadata})
     return 0

@@ -22,7 +22,6 @@ in the data root, else the built-in one. Keys of the form
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import math
 import os
@@ -185,23 +184,12 @@ def catalog_fingerprint(path: str | os.PathLike | None = None) -> str:
     """SHA-256 of the catalog file's bytes (sensors use it as a cursor); '' when the file is missing.
 
     A file larger than :data:`MAX_CATALOG_BYTES` (refused by the loader anyway) is fingerprinted by its size
-    and modification time, not read; a folder or an unreadable file by what ``stat`` says, so a sensor
-    never fails on it and still sees when it changes.
+    and modification time, not read; a folder, a pipe or an unreadable file by what ``stat`` says, so a
+    sensor never fails (or blocks) on it and still sees when it changes.
     """
-    p = catalog_path(path)
-    try:
-        st = p.stat()
-        if p.is_dir() or st.st_size > MAX_CATALOG_BYTES:
-            return f"{'folder' if p.is_dir() else 'large'}:{st.st_size}:{st.st_mtime_ns}"
-        h = hashlib.sha256()
-        with open(p, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        return h.hexdigest()
-    except FileNotFoundError:
-        return ""
-    except OSError as exc:
-        return f"unreadable:{exc.errno}"
+    from astrid_pipeline.io.safe_yaml import file_fingerprint
+
+    return file_fingerprint(catalog_path(path), max_bytes=MAX_CATALOG_BYTES)
 
 
 def _entries_from_csv(text: str, p: Path) -> list[dict]:

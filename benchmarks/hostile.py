@@ -53,18 +53,13 @@ KEYS = ("cases", "named_errors", "accepted_ok", "unclear_errors", "silently_acce
 
 def _preload() -> None:
     """Import what the cases use once, before forking, so each child starts at once."""
-    import astropy.io.fits  # noqa: F401
-    import astropy.wcs  # noqa: F401
-    import h5py  # noqa: F401
-    import numpy  # noqa: F401
+    import importlib
 
-    import astrid_pipeline.cli  # noqa: F401
-    import astrid_pipeline.cli_crmasks  # noqa: F401
-    import astrid_pipeline.cli_ramps  # noqa: F401
-    import astrid_pipeline.io.fits_io  # noqa: F401
-    import astrid_pipeline.regions  # noqa: F401
-    import astrid_pipeline.science.mmcosmic  # noqa: F401
-    import astrid_pipeline.science.ramps.readers  # noqa: F401
+    for name in ("numpy", "h5py", "astropy.io.fits", "astropy.wcs", "astrid_pipeline.cli",
+                 "astrid_pipeline.cli_crmasks", "astrid_pipeline.cli_ramps", "astrid_pipeline.io.fits_io", "astrid_pipeline.regions",
+                 "astrid_pipeline.science.mmcosmic", "astrid_pipeline.science.ramps.readers"):
+        importlib.import_module(name)
+    importlib.import_module("astrid_pipeline.cli_ramps")._parser()  # the flags come from the ML settings classes
 
 
 def _mapped_bytes() -> int:
@@ -194,7 +189,8 @@ def http_cases(timeout: float, root: Path) -> list[dict]:
         expected[f"test_gzipped_fits_downloads[{case.id}]"] = case.error is not None
     report = root / "http.xml"
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--junitxml", str(report),
-           "--basetemp", str(root / "http-tmp"), str(ROOT / "astrid_pipeline_tests" / "archives" / "test_hostile_http.py")]
+           "--basetemp", str(root / "http-tmp"),
+           str(ROOT / "astrid_pipeline_tests" / "archives" / "test_hostile_http.py")]
     t0 = time.perf_counter()
     try:
         subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)

@@ -324,6 +324,8 @@ def open_fits(path: str | os.PathLike, limits: InputLimits | None = None, *, ram
         raise InputFileError(p, "file does not exist")
     if p.is_dir():
         raise InputFileError(p, "is a folder, not a FITS file")
+    if not p.is_file():  # a FIFO would block the read forever
+        raise InputFileError(p, "is not a regular file (a pipe, socket or device), not a FITS file")
     if p.stat().st_size == 0:
         raise NotFITSError(p, "file is empty (0 bytes)")
     try:

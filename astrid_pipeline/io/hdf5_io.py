@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import os
 from pathlib import Path
 from typing import Iterator, Mapping
@@ -52,8 +53,9 @@ def open_atomic_hdf5(path: str | os.PathLike, step: str = "", attrs: Mapping | N
 
     A write that fails (disk full, file-size limit, read-only file system: HDF5 reports them as ``OSError`` or
     ``RuntimeError`` with ``errno = N`` in the text) becomes an :class:`~astrid_pipeline.errors.OutputError`
-    naming ``path``; the half-written file is closed at once (HDF5 would otherwise retry the flush while the
-    interpreter exits, printing tracebacks or crashing) and removed.
+    naming ``path`` and the temporary file is removed. Known limit: after such a failure HDF5 retries the
+    flush when the objects of the file are freed, and h5py prints those failures (and may crash the
+    interpreter at exit); the error raised here is still the first thing reported.
     """
     import h5py
 
@@ -64,23 +66,29 @@ def open_atomic_hdf5(path: str | os.PathLike, step: str = "", attrs: Mapping | N
             yield f
             f.close()
         except BaseException as exc:
+            code = _write_errno(exc)
+            if code is None:  # the writer's own error: close the file as usual, the temporary goes
+                with contextlib.suppress(Exception):
+                    f.close()
+                raise
             _abandon(f)
-            if isinstance(exc, (OSError, RuntimeError)) and not isinstance(exc, AstridError):
-                code = _hdf5_errno(exc)
-                if code is not None:
-                    raise OSError(code, os.strerror(code), os.fspath(tmp)) from exc
-            raise
+            raise OSError(code, os.strerror(code), os.fspath(tmp)) from exc
 
 
-def _hdf5_errno(exc: BaseException) -> int | None:
-    """The system errno an HDF5 failure carries (``errno = 28`` in its message, or ``exc.errno``)."""
+#: system errors that mean the disk (or the file system) refused a write
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO}
+
+
+def _write_errno(exc: BaseException) -> int | None:
+    """The errno of a refused write that an HDF5 failure carries (``errno = 28`` in its text, or
+    ``exc.errno``); None for any other error."""
     import re
 
+    if not isinstance(exc, (OSError, RuntimeError)) or isinstance(exc, AstridError):
+        return None
     m = re.search(r"errno = (\d+)", str(exc))
-    if m:
-        return int(m.group(1))
-    code = getattr(exc, "errno", None)
-    return code if isinstance(code, int) and code > 0 else None
+    code = int(m.group(1)) if m else getattr(exc, "errno", None)
+    return code if code in _WRITE_ERRNOS else None
 
 
 _ABANDONED: list = []
@@ -101,8 +109,9 @@ def _quiet_hdf5_dealloc(hook):
 
 def _abandon(f) -> None:
     """Give up a file whose writing failed (disk full...): HDF5 cannot close it cleanly any more, and closing
-    it while datasets of it are still referenced crashes the interpreter later, so the file is left open
-    (its objects are kept, its descriptor goes at exit) and HDF5's complaints while they go are silenced."""
+    it while datasets of it are still referenced crashed the interpreter at once, so the file is left open
+    (its objects are kept; its descriptor goes at exit) and the complaints that reach
+    ``sys.unraisablehook`` while they go are dropped."""
     import sys
 
     _ABANDONED.append(f)

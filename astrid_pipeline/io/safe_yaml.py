@@ -7,7 +7,8 @@
   string, as a person writing it means;
 - numbers follow YAML 1.2's core schema too: ``1e9`` is a number (YAML 1.1 left it a string), while ``1:30``
   (a YAML 1.1 base-60 integer, 90) and ``1_000`` stay strings, and ``0o17``/``0x1F`` are octal/hexadecimal;
-- a file that is not text (binary, wrong encoding) is a named error, and so is malformed YAML;
+- a file that is not text (binary, wrong encoding) is a named error, and so is malformed YAML, and so is a
+  mapping that gives the same key twice (PyYAML would keep the last value silently);
 - :func:`short` quotes a value in a message at a bounded length.
 
 Every failure is a :class:`~astrid_pipeline.errors.ConfigError` naming the file (or ``what``) and the reason.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from pathlib import Path
 
 import yaml
@@ -115,6 +117,26 @@ def _int(loader, node):
 _StrictLoader.add_constructor("tag:yaml.org,2002:int", _int)
 
 
+def _mapping(loader, node):
+    """A mapping whose keys are all different (YAML requires it; PyYAML silently keeps the last value)."""
+    loader.flatten_mapping(node)
+    seen = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            first = seen.setdefault(key, key_node)
+        except TypeError:  # an unhashable key (a list): the constructor says so
+            break
+        if first is not key_node:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {short(key, 60)} (first on line {first.start_mark.line + 1}): "
+                            "which value is meant?", key_node.start_mark)
+    return loader.construct_mapping(node, deep=True)
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:map", _mapping)
+
+
 def load_yaml_text(text: str, what: str = "<yaml>", max_depth: int = MAX_DEPTH):
     """Parse YAML text with the strict loader; ``what`` names the source in errors."""
     if len(text) > MAX_BYTES:
@@ -149,7 +171,7 @@ def read_text_file(path: str | os.PathLike, label: str | None = None, *, max_byt
                    kind: str = "text") -> str:
     """The UTF-8 text of a small configuration file (YAML, CSV), with every failure a named error.
 
-    Missing, a folder, unreadable, larger than ``max_bytes``, binary (a NUL byte) or not UTF-8: a
+    Missing, a folder, a pipe or device, unreadable, larger than ``max_bytes``, binary (a NUL byte) or not UTF-8: a
     :class:`ConfigError` naming ``label`` (default: the path). The size is checked before reading.
     """
     p = Path(path)
@@ -162,6 +184,8 @@ def read_text_file(path: str | os.PathLike, label: str | None = None, *, max_byt
         raise ConfigError(f"{label}: cannot be read ({exc.strerror or exc})") from None
     if p.is_dir():
         raise ConfigError(f"{label}: is a folder, not a {kind} file")
+    if not stat.S_ISREG(st.st_mode):  # a FIFO would block the read forever, a device never end
+        raise ConfigError(f"{label}: is not a regular file (a pipe, socket or device), not a {kind} file")
     if st.st_size > max_bytes:
         raise ConfigError(f"{label}: {st.st_size} bytes; a {kind} file of at most {max_bytes} bytes is accepted")
     try:
@@ -178,3 +202,30 @@ def read_text_file(path: str | os.PathLike, label: str | None = None, *, max_byt
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{label}: is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+
+
+def file_fingerprint(path: str | os.PathLike, *, max_bytes: int = MAX_BYTES) -> str:
+    """SHA-256 of a configuration file's bytes, for a sensor's cursor; ``''`` when the file is missing.
+
+    It never blocks or fails: a file larger than ``max_bytes`` (which the loaders refuse anyway) is
+    fingerprinted by its size and modification time without being read, and so are a folder, a pipe
+    (reading one would block forever) or a device; an unreadable file by its errno. A sensor thus sees
+    when the file changes without parsing (or reading) a bad one again.
+    """
+    import hashlib
+
+    p = Path(path)
+    try:
+        st = p.stat()
+        if not stat.S_ISREG(st.st_mode) or st.st_size > max_bytes:
+            kind = "large" if stat.S_ISREG(st.st_mode) else f"special-{stat.S_IFMT(st.st_mode):o}"
+            return f"{kind}:{st.st_size}:{st.st_mtime_ns}"
+        h = hashlib.sha256()
+        with open(p, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
+    except FileNotFoundError:
+        return ""
+    except OSError as exc:
+        return f"unreadable:{exc.errno}"

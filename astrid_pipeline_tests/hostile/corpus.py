@@ -14,6 +14,7 @@ sparse): headers *declare* sizes, they do not hold them.
 
 from __future__ import annotations
 
+import bz2
 import contextlib
 import errno
 import gzip
@@ -263,7 +264,8 @@ def _comp_image(tmp, znaxis1=10**9):
     from astropy.io import fits
 
     buf = io.BytesIO()
-    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(np.ones((64, 64), np.float32), header=sky_header())]).writeto(buf)
+    image = fits.CompImageHDU(np.ones((64, 64), np.float32), header=sky_header())
+    fits.HDUList([fits.PrimaryHDU(), image]).writeto(buf)
     raw = bytearray(buf.getvalue())
     i = raw.index(b"ZNAXIS1 =")
     raw[i:i + 80] = _card("ZNAXIS1", znaxis1)
@@ -298,8 +300,16 @@ def _fits_cases() -> list[Case]:
         Case("fits-half-the-data", 3, _build_then(w("half.fits", primary((512, 512)) + b"\0" * 512 * 512 * 2),
                                                   read("half.fits")), TruncatedFileError, ("half.fits",)),
         Case("fits-gz-stream-cut", 3, _build_then(
-            lambda t: (t / "cut.fits.gz").write_bytes(gzip.compress(primary((256, 256)) + os.urandom(256 * 256 * 4))[:9000]),
+            lambda t: (t / "cut.fits.gz").write_bytes(
+                gzip.compress(primary((256, 256)) + os.urandom(256 * 256 * 4))[:9000]),
             read("cut.fits.gz")), TruncatedFileError, ("cut.fits.gz",)),
+        Case("fits-bz2-declares-100000x100000", 3, _build_then(
+            w("huge.fits.bz2", bz2.compress(primary((100_000, 100_000)) + b"\0" * 40_000)),
+            read("huge.fits.bz2")), ImageTooLargeError, ("huge.fits.bz2",)),
+        Case("fits-bz2-stream-cut", 3, _build_then(
+            lambda t: (t / "cut.fits.bz2").write_bytes(
+                bz2.compress(primary((256, 256)) + os.urandom(256 * 256 * 4))[:9000]),
+            read("cut.fits.bz2")), TruncatedFileError, ("cut.fits.bz2",)),
         Case("fits-gz-garbage-after-magic", 3, _build_then(w("bad.fits.gz", b"\x1f\x8b\x08\x00" + os.urandom(4000)),
                                                            read("bad.fits.gz")), TruncatedFileError, ("bad.fits.gz",)),
         Case("fits-bitpix-7", 3, _build_then(w("b.fits", primary((8, 8), bitpix=7) + b"\0" * 2880), read("b.fits")),
@@ -330,7 +340,8 @@ def _fits_cases() -> list[Case]:
              BadHeaderError, ("comp.fits", "header declares")),
         Case("fits-is-an-html-page", 3, _build_then(w("page.fits", b"<html><body>Service busy</body></html>" * 100),
                                                     read("page.fits")), NotFITSError, ("page.fits",)),
-        Case("fits-empty-file", 3, _build_then(w("empty.fits", b""), read("empty.fits")), NotFITSError, ("empty.fits",)),
+        Case("fits-empty-file", 3, _build_then(w("empty.fits", b""), read("empty.fits")), NotFITSError,
+             ("empty.fits",)),
         Case("fits-is-a-folder", 3, _build_then(lambda t: (t / "dir.fits").mkdir(), read("dir.fits")), InputFileError,
              ("dir.fits", "folder")),
         Case("fits-missing", 3, read("missing.fits"), InputFileError, ("missing.fits",)),
@@ -614,6 +625,8 @@ def _hostile_yaml():
         ("yes-as-a-number", lambda s: s.template.format(v="yes"), ()),
         ("list-as-a-number", lambda s: s.template.format(v="[1, 2]"), ()),
         ("top-level-list", lambda s: "- 1\n- 2\n", ()),
+        ("duplicate-key", lambda s: s.template.format(v=s.good) + s.template.split(":", 1)[0] + ": 1\n",
+         ("duplicate key",)),
         ("valid-document", lambda s: s.template.format(v=s.good), ()),
     ]
 
@@ -707,6 +720,63 @@ def _resolve(key):
     return run
 
 
+def _csv_catalog(text):
+    def run(tmp):
+        from astrid_pipeline.regions import load_region_catalog
+
+        (tmp / "regions.csv").write_text(text)
+        return load_region_catalog(tmp / "regions.csv")
+
+    return run
+
+
+def _csv_cases() -> list[Case]:
+    from astrid_pipeline.errors import ConfigError, UnsafeKeyError
+
+    rows = "".join(f"r{i},{i % 360}.5,1.0\n" for i in range(50_001))
+    return [
+        Case("csv-catalog-200k-character-field", 1, _csv_catalog("name,ra,dec\nF1,1.0,\"" + "9" * 200_000 + "\"\n"),
+             ConfigError, ("regions.csv",)),
+        Case("csv-catalog-unclosed-quote", 1, _csv_catalog('name,ra,dec\nF1,"1.0,2.0\nF2,3.0,4.0\n'), ConfigError,
+             ("regions.csv",)),
+        Case("csv-catalog-no-header", 1, _csv_catalog(""), ConfigError, ("regions.csv", "empty")),
+        Case("csv-catalog-wrong-columns", 1, _csv_catalog("a,b\n1,2\n"), ConfigError, ("regions.csv", "columns")),
+        Case("csv-catalog-extra-values", 1, _csv_catalog("name,ra,dec\nF1,1.0,2.0,3.0\n"), ConfigError,
+             ("regions.csv", "line 2")),
+        Case("csv-catalog-50001-regions", 1, _csv_catalog("name,ra,dec\n" + rows), ConfigError,
+             ("regions.csv", "50001")),
+        Case("csv-catalog-ra-text", 1, _csv_catalog("name,ra,dec\nF1,east,2.0\n"), ConfigError,
+             ("regions.csv", "ra")),
+        Case("csv-catalog-5000-character-name", 4, _csv_catalog("name,ra,dec\n" + "N" * 5000 + ",1.0,2.0\n"),
+             UnsafeKeyError, ("regions.csv", "5000 characters")),
+        Case("csv-catalog-names-yes-no-stay-strings", 4, _csv_catalog("name,ra,dec\nyes,1.0,2.0\nno,3.0,4.0\n"),
+             None, check=lambda t, v: None if v is None or list(v) == ["yes", "no"] else f"names: {list(v)}"),
+    ]
+
+
+def _ramp_attr_cases() -> list[Case]:
+    """HDF5 ramps whose attributes (gain, frame time, borders, outputs, saturation) are not usable."""
+    from astrid_pipeline.errors import BadHeaderError
+
+    def with_attrs(name, **attrs):
+        return _build_then(lambda t: h5(t / name, good_cube(), attrs=attrs), _open_ramp(name))
+
+    return [
+        Case("h5-gain-is-text", 4, with_attrs("g.h5", gain="fast"), BadHeaderError, ("g.h5", "gain")),
+        Case("h5-gain-negative", 4, with_attrs("g.h5", gain=-2.0), BadHeaderError, ("g.h5", "gain")),
+        Case("h5-frame-time-is-text", 4, with_attrs("f.h5", frame_time="slow"), BadHeaderError,
+             ("f.h5", "frame_time")),
+        Case("h5-frame-time-zero", 4, with_attrs("f.h5", frame_time=0.0), BadHeaderError, ("f.h5", "frame_time")),
+        Case("h5-refpix-border-larger-than-the-frame", 4, with_attrs("b.h5", refpix_border=1_000_000),
+             BadHeaderError, ("b.h5", "refpix_border")),
+        Case("h5-num-outputs-zero", 4, with_attrs("o.h5", num_outputs=0), BadHeaderError, ("o.h5", "num_outputs")),
+        Case("h5-saturation-nan", 4, with_attrs("s.h5", saturation_dn=float("nan")), BadHeaderError,
+             ("s.h5", "saturation_dn")),
+        Case("h5-good-attributes", 4, with_attrs("ok.h5", gain=2.0, frame_time=10.0, refpix_border=4,
+                                                  num_outputs=4, saturation_dn=65535.0), None),
+    ]
+
+
 def _meaning_cases() -> list[Case]:
     from astrid_pipeline.errors import ConfigError, UnsafeKeyError
     from astrid_pipeline.science.mmcosmic.errors import ParameterError
@@ -730,7 +800,8 @@ def _meaning_cases() -> list[Case]:
         Case("region-name-with-slash", 4, _catalog(["{name: a/b, ra: 1.0, dec: 2.0}"]), UnsafeKeyError, ("a/b",)),
         Case("region-name-true-is-a-boolean", 4, _catalog(["{name: true, ra: 1.0, dec: 2.0}"]), ConfigError,
              ("regions.yaml", "name")),
-        Case("region-ra-400", 4, _catalog(["{name: F1, ra: 400.0, dec: 2.0}"]), ConfigError, ("regions.yaml", "RA 400")),
+        Case("region-ra-400", 4, _catalog(["{name: F1, ra: 400.0, dec: 2.0}"]), ConfigError,
+             ("regions.yaml", "RA 400")),
         Case("region-dec-minus-91", 4, _catalog(["{name: F1, ra: 1.0, dec: -91.0}"]), ConfigError,
              ("regions.yaml", "Dec -91")),
         Case("region-ra-infinite", 4, _catalog(["{name: F1, ra: .inf, dec: 1.0}"]), ConfigError, ("regions.yaml",)),
@@ -808,6 +879,41 @@ def _mm_stack(tmp, n=3, shape=(48, 48), bad=None):
     return tmp / "params.yaml"
 
 
+def _rerun_failing_at_detections(tmp):
+    """A detection written once, then re-run with the write of detections.json failing (disk full then)."""
+    _write_ramp(tmp)
+    argv = ["detect", tmp / "ramp.h5", "-o", tmp / "out", "--no-preview"]
+    first = ramps(argv)
+    if first.rc != 0:
+        raise AssertionError(f"the first run failed: {first.stderr[-300:]}")
+    real = os.replace
+
+    def replace(src, dst, *a, **k):
+        if ".detections.json.tmp-" in os.fspath(src):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.fspath(src))
+        return real(src, dst, *a, **k)
+
+    with mock.patch("os.replace", replace):
+        return ramps(argv)
+
+
+def _no_mixed_detector_set(tmp, value):
+    d = tmp / "out" / "detector" / "ramp" / "000"
+    left = sorted(p.name for p in d.iterdir()) if d.exists() else []
+    events = sorted(str(p.relative_to(tmp)) for p in (tmp / "out" / "catalogs").rglob("*.parquet")) \
+        if (tmp / "out" / "catalogs").exists() else []
+    return f"products of two runs mixed: {left} {events}" if left or events else None
+
+
+def _replace_fits(path: Path, data) -> None:
+    from astropy.io import fits
+
+    fits.PrimaryHDU(data).writeto(path, overwrite=True)
+
+
+RUN_ENV = {"ASTRID_DATA_ROOT": "{tmp}/data", "DAGSTER_HOME": "{tmp}/home"}
+
+
 def _cli_cases() -> list[Case]:
     ramp_out = no_leftovers("out")
     c = [
@@ -826,6 +932,12 @@ def _cli_cases() -> list[Case]:
             lambda t: (t / "regions.yaml").write_text(_laughs()),
             lambda t: astrid(["run", "--branches", "sky", "--catalog", t / "regions.yaml"])), Refused,
              ("regions.yaml",), cli=True, env={"ASTRID_DATA_ROOT": "{tmp}/data", "DAGSTER_HOME": "{tmp}/home"}),
+        Case("astrid-run-5000-character-region", 4,
+             lambda t: astrid(["run", "--branches", "sky", "--regions", "R" * 5000]), Refused, ("5000 characters",),
+             cli=True, env=RUN_ENV, check=nothing_at("data/sky")),
+        Case("astrid-run-region-escaping-the-root", 4,
+             lambda t: astrid(["run", "--branches", "sky", "--regions", "../x"]), Refused, ("../x",), cli=True,
+             env=RUN_ENV, check=nothing_at("data/sky")),
         Case("astrid-regions-good-catalog", 5, _then(
             lambda t: (t / "regions.yaml").write_text(_catalog_text(["{name: F1, ra: 1.0, dec: 2.0}"])),
             lambda t: astrid(["regions", "--catalog", t / "regions.yaml"])), None, cli=True),
@@ -877,12 +989,25 @@ def _cli_cases() -> list[Case]:
                                                 "detections.json")),
             lambda t: ramps(["detect", t / "ramp.h5", "-o", t / "out", "--no-preview"])), None, cli=True,
              check=_all(no_leftovers("out"), _exists("out/detector/ramp/000/mask.h5"))),
+        Case("ramps-detect-rerun-failing-part-way-leaves-no-mixed-set", 6, _rerun_failing_at_detections, Refused,
+             ("detections.json", "disk full"), cli=True, check=_no_mixed_detector_set),
         Case("ramps-simulate-unknown-preset", 5, lambda t: ramps(["simulate", "--preset", "bogus", "-o", t / "s.h5"]),
              Refused, ("bogus",), cli=True),
         Case("ramps-simulate-output-is-a-folder", 5, _then(lambda t: (t / "s.h5").mkdir(), lambda t: ramps(
             ["simulate", "--preset", "h2rg", "-o", t / "s.h5"])), Refused, ("s.h5",), cli=True),
         Case("ramps-simulate-config-and-preset", 5, lambda t: ramps(
             ["simulate", "--preset", "h2rg", "--config", t / "x.yaml", "-o", t / "s.h5"]), Refused, ("--preset",),
+             cli=True),
+        Case("ramps-create-training-output-is-a-file", 5, _then(
+            lambda t: ((t / "c.yaml").write_text(SIM.format(v=10)), (t / "patches").write_text("x")),
+            lambda t: ramps(["create-training", "--config", t / "c.yaml", "--output_dir", t / "patches"])), Refused,
+             ("patches", "is a file"), cli=True),
+        Case("ramps-evaluate-output-under-a-file", 5, _then(lambda t: (t / "f").write_text("x"), lambda t: ramps(
+            ["evaluate", "--model", "none", "--presets", "h2rg", "--output", t / "f" / "ev"])), Refused,
+             ("is a file where a folder must be",), cli=True),
+        Case("ramps-predict-output-is-a-file", 5, _then(
+            lambda t: (_write_ramp(t), (t / "pred").write_text("x")),
+            lambda t: ramps(["predict", "--input", t / "ramp.h5", "--output", t / "pred"])), Refused, ("pred",),
              cli=True),
         Case("ramps-create-training-no-output", 5, _then(
             lambda t: (t / "c.yaml").write_text(SIM.format(v=10)),
@@ -918,6 +1043,18 @@ def _cli_cases() -> list[Case]:
              cli=True, check=nothing_at("out/crmasks.fits")),
         Case("crmasks-exposure-declares-huge-image", 5, _then(
             lambda t: _mm_stack(t, bad=lambda p: p.write_bytes(primary((100_000, 100_000)) + b"\0" * 2880)),
+            lambda t: crmasks([t / "params.yaml", "--output_dir", t / "out", "--no-plots"])), Refused, ("e0.fits",),
+             cli=True, check=nothing_at("out/crmasks.fits")),
+        Case("crmasks-exposure-of-another-shape", 4, _then(
+            lambda t: _mm_stack(t, bad=lambda p: _replace_fits(p, np.ones((32, 48), np.float32))),
+            lambda t: crmasks([t / "params.yaml", "--output_dir", t / "out", "--no-plots"])), Refused, ("e0.fits",),
+             cli=True, check=nothing_at("out/crmasks.fits")),
+        Case("crmasks-exposure-all-nan", 4, _then(
+            lambda t: _mm_stack(t, bad=lambda p: _replace_fits(p, np.full((48, 48), np.nan, np.float32))),
+            lambda t: crmasks([t / "params.yaml", "--output_dir", t / "out", "--no-plots"])), Refused, ("e0.fits",),
+             cli=True, check=nothing_at("out/crmasks.fits")),
+        Case("crmasks-exposure-is-a-cube", 4, _then(
+            lambda t: _mm_stack(t, bad=lambda p: _replace_fits(p, np.ones((3, 48, 48), np.float32))),
             lambda t: crmasks([t / "params.yaml", "--output_dir", t / "out", "--no-plots"])), Refused, ("e0.fits",),
              cli=True, check=nothing_at("out/crmasks.fits")),
         Case("crmasks-output-dir-is-a-file", 5, _then(
@@ -1039,6 +1176,56 @@ def _kill_writer(tmp):
     return {"orphans": orphans, "removed": [x.name for x in removed]}
 
 
+def _kill_detect_at_moments(tmp, fractions=(0.6, 0.85, 0.95, 0.99)):
+    """``astrid-ramps detect`` run once, then killed (SIGKILL) at several moments of a re-run (fractions of the
+    first run's wall time, so the late ones fall among the writes), then run again: whatever is there after
+    each kill is complete (a reader can open it), and the run after the kills leaves no temporary file."""
+    import json
+    import signal
+    import time
+
+    import h5py
+
+    _write_ramp(tmp, data=good_cube(16, 128, 128, seed=4))
+    out = tmp / "out"
+    exe = Path(sys.executable).parent / "astrid-ramps"
+    argv = [str(exe), "detect", str(tmp / "ramp.h5"), "-o", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    seen = []
+    t0 = time.perf_counter()
+    subprocess.run(argv, capture_output=True, env=env, timeout=120, check=True)
+    whole = time.perf_counter() - t0
+    for fraction in fractions:
+        p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        time.sleep(fraction * whole)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        d = out / "detector" / "ramp" / "000"
+        for f in sorted(d.glob("*")) if d.exists() else []:
+            if f.name.startswith("."):
+                continue
+            if f.suffix == ".h5":
+                with h5py.File(f, "r") as h:
+                    list(h.keys())
+            elif f.suffix == ".json":
+                json.loads(f.read_text())
+            elif f.suffix == ".npy":
+                np.load(f)
+            seen.append(f.name)
+    orphans = leftovers(out)
+    r = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+    return {"rc": r.returncode, "seen": seen, "left": leftovers(out), "whole_s": round(whole, 2),
+            "orphans_after_kills": orphans, "mask": (out / "detector" / "ramp" / "000" / "mask.h5").exists()}
+
+
+def _kill_detect_check(tmp, v):
+    if v is None:
+        return None
+    if v["rc"] != 0 or not v["mask"]:
+        return f"the run after the kills did not complete: {v}"
+    return f"temporary files left after the next run: {v['left']}" if v["left"] else None
+
+
 def _kill_check(tmp, value):
     if value is None:
         return None
@@ -1071,13 +1258,14 @@ def _live_temporaries_kept(tmp):
 
 
 def _failing_writer(tmp):
+    from astrid_pipeline.errors import EmptyDataError
     from astrid_pipeline.io.atomic import atomic_path
 
     target = tmp / "product.fits"
     target.write_text("old")
     with atomic_path(target) as t:
         t.write_text("partial")
-        raise __import__("astrid_pipeline.errors", fromlist=["x"]).EmptyDataError(tmp / "input.fits", "all NaN")
+        raise EmptyDataError(tmp / "input.fits", "all NaN")
 
 
 def _cleanup_failure_keeps_original(tmp):
@@ -1151,6 +1339,157 @@ def _sensor_skips_bad_catalog(tmp):
                 "second": str(getattr(second, "skip_message", second))}
 
 
+# ----------------------------------------------------------------------------- the sky branch through Dagster
+def _sky_batch_with(bad_file):
+    """A batch of a simulated region and one whose local science file is hostile, through ``sky_branch_job``:
+    returns what was materialized, the bad region's input check and its message."""
+    def run(tmp):
+        import yaml
+        from dagster import DagsterInstance
+
+        from astrid_pipeline_tests.dagster_helpers import check_results, materialized, run_sky
+
+        local = tmp / "local" / "bad"
+        local.mkdir(parents=True)
+        bad_file(local / "science.fits")
+        sky_fits(local / "reference.fits")
+        cat = tmp / "regions.yaml"
+        cat.write_text(yaml.safe_dump({"regions": [
+            {"name": "good", "ra": 150.1, "dec": 2.2},
+            {"name": "bad", "ra": 150.0, "dec": 2.2, "science_archive": "local", "reference_archive": "local",
+             "local_root": str(tmp / "local")}]}))
+        with DagsterInstance.ephemeral() as instance:
+            result = run_sky(instance, ["good", "bad"], catalog=cat)
+            ev = [e for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
+                  and e.event_specific_data.partition == "bad" and not e.event_specific_data.passed]
+            return {"success": result.success, "materialized": {k: sorted(v) for k, v in materialized(result).items()},
+                    "check": check_results(result).get(("science_image", "inputs_valid", "bad")),
+                    "message": " ".join(str(e.event_specific_data.metadata.get("error").value) for e in ev
+                                        if e.event_specific_data.metadata.get("error") is not None)}
+
+    return run
+
+
+def _sky_batch_check(*says):
+    def check(tmp, v):
+        from astrid_pipeline.sky.table import SKY_ASSET_KEYS
+
+        if v is None:
+            return None
+        missing = [a for a in SKY_ASSET_KEYS if "good" not in v["materialized"].get(a, [])]
+        if missing:
+            return f"the good region was not materialized: {missing}"
+        if any("bad" in keys for a, keys in v["materialized"].items() if a != "observation_inventory"):
+            return f"the bad region was materialized: {v['materialized']}"
+        if v["check"] is not False or not all(s in v["message"] for s in says):
+            return f"the bad region's input check did not name the file and the reason: {v['check']} {v['message']!r}"
+        raw = tmp / "data" / "sky" / "raw" / "bad"
+        if raw.exists() and any(raw.rglob("*.fits")):
+            return f"raw products left for the refused region: {sorted(map(str, raw.rglob('*.fits')))}"
+        return None
+
+    return check
+
+
+def _failing_rerun(tmp):
+    """A region processed once, then re-run with its PSF step failing: its old catalog and triplets must not stay
+    beside the new raw and aligned images (issue #14 item 6, through the Dagster job)."""
+    import yaml
+    from dagster import DagsterInstance
+
+    from astrid_pipeline.layout import DataLayout
+    from astrid_pipeline.sky import steps as sky
+    from astrid_pipeline_tests.dagster_helpers import run_sky
+
+    cat = tmp / "regions.yaml"
+    cat.write_text(yaml.safe_dump({"regions": [{"name": "good", "ra": 150.1, "dec": 2.2}]}))
+    layout = DataLayout(tmp / "data")
+    with DagsterInstance.ephemeral() as instance:
+        first = run_sky(instance, ["good"], catalog=cat).success
+        before = [layout.catalog("candidates", {"region": "good"}).exists(), layout.triplets("good").exists()]
+
+        def broken(*a, **k):
+            raise RuntimeError("PSF step exploded")
+
+        with mock.patch.object(sky, "measure_psfs", broken):
+            second = run_sky(instance, ["good"], catalog=cat).success
+    return {"first": first, "before": before, "second": second,
+            "aligned": layout.aligned_reference("good").exists(),
+            "stale": [str(p) for p in (layout.catalog("candidates", {"region": "good"}), layout.triplets("good"),
+                                       layout.difference("good", "zogy")) if p.exists()]}
+
+
+def _failing_rerun_check(tmp, v):
+    if v is None:
+        return None
+    if not (v["first"] and all(v["before"]) and not v["second"] and v["aligned"]):
+        return f"the runs did not go as set up: {v}"
+    return f"stale products beside the new images: {v['stale']}" if v["stale"] else None
+
+
+def _sky_cases() -> list[Case]:
+    env = {"ASTRID_DATA_ROOT": "{tmp}/data"}
+    return [
+        Case("sky-batch-science-declares-100000x100000", 3, _sky_batch_with(
+            lambda p: p.write_bytes(primary((100_000, 100_000)) + b"\0" * 40_000)), None, env=env,
+             check=_sky_batch_check("science.fits", "100000 x 100000")),
+        Case("sky-batch-science-singular-cd", 4, _sky_batch_with(lambda p: sky_fits(p, CD1_1=0.0, CD2_2=0.0)), None,
+             env=env, check=_sky_batch_check("science.fits", "singular")),
+        Case("sky-rerun-failing-part-way-leaves-nothing-stale", 6, _failing_rerun, None, env=env,
+             check=_failing_rerun_check),
+    ]
+
+
+def _fifo_then(name, reader):
+    """A named pipe where a file should be: reading it would block forever (nobody writes to it)."""
+    def run(tmp):
+        os.mkfifo(tmp / name)
+        return reader(tmp / name)
+
+    return run
+
+
+def _fifo_cases() -> list[Case]:
+    from astrid_pipeline.errors import ConfigError, InputFileError
+    from astrid_pipeline.science.mmcosmic.errors import ParameterError
+
+    def fingerprint(p):
+        from astrid_pipeline.regions import catalog_fingerprint
+
+        return catalog_fingerprint(p)
+
+    def sky(p):
+        from astrid_pipeline.io.fits_io import read_sky_image
+
+        return read_sky_image(p)
+
+    def ramp(p):
+        from astrid_pipeline.science.ramps.readers import open_ramp
+
+        return open_ramp(p)
+
+    return [
+        Case("fifo-region-catalog", 5, _fifo_then("regions.yaml", _load_catalog), ConfigError,
+             ("regions.yaml", "regular file")),
+        Case("fifo-mm-params", 5, _fifo_then("params.yaml", _load_params), ParameterError, ("params.yaml",)),
+        Case("fifo-detection-config", 5, _fifo_then("detection.yaml", _load_detection), ConfigError,
+             ("detection.yaml",)),
+        Case("fifo-manifest", 5, _fifo_then("manifest.yaml", _load_manifest), InputFileError, ("manifest.yaml",)),
+        Case("fifo-sky-image", 5, _fifo_then("science.fits", sky), InputFileError, ("science.fits", "regular file")),
+        Case("fifo-ramp", 5, _fifo_then("ramp.h5", ramp), InputFileError, ("ramp.h5", "regular file")),
+        Case("fifo-catalog-fingerprint", 1, _fifo_then("regions.yaml", fingerprint), None),
+        Case("fifo-cli-astrid-regions", 5, _fifo_then("regions.yaml", lambda p: astrid(["regions", "--catalog", p])),
+             Refused, ("regions.yaml",), cli=True),
+    ]
+
+
+def _fingerprint_of_folder(tmp):
+    from astrid_pipeline.regions import catalog_fingerprint
+
+    (tmp / "cat").mkdir()
+    return catalog_fingerprint(tmp / "cat")
+
+
 def _fault_cases() -> list[Case]:
     from astrid_pipeline.errors import EmptyDataError, TruncatedFileError
 
@@ -1162,6 +1501,7 @@ def _fault_cases() -> list[Case]:
 
     return [
         Case("kill-9-during-an-atomic-write", 6, _kill_writer, None, check=_kill_check),
+        Case("kill-9-detect-at-four-moments-then-rerun", 6, _kill_detect_at_moments, None, check=_kill_detect_check),
         Case("moved-aside-folder-restored-after-kill", 6, _old_folder_restored, None,
              check=_all(expect(lambda v: v == "complete", "old products not restored"), no_leftovers("."))),
         Case("live-writers-temporaries-kept", 6, _live_temporaries_kept, None,
@@ -1177,14 +1517,14 @@ def _fault_cases() -> list[Case]:
         Case("catalog-sensor-does-not-reparse-a-bad-file", 1, _sensor_skips_bad_catalog, None,
              check=expect(lambda v: v["parses"] == 1 and v["bad"] and "still the malformed" in v["second"],
                           "sensor")),
-        Case("catalog-fingerprint-of-a-folder", 1, lambda t: (t / "cat").mkdir() or __import__(
-            "astrid_pipeline.regions", fromlist=["x"]).catalog_fingerprint(t / "cat"), None),
+        Case("catalog-fingerprint-of-a-folder", 1, _fingerprint_of_folder, None),
     ]
 
 
 def all_cases() -> list[Case]:
     """Every row of the corpus, in a fixed order (ids are unique)."""
-    cases = _yaml_cases() + _fits_cases() + _ramp_cases() + _meaning_cases() + _cli_cases() + _fault_cases()
+    cases = (_yaml_cases() + _fits_cases() + _ramp_cases() + _meaning_cases() + _cli_cases() + _fault_cases()
+             + _sky_cases() + _fifo_cases() + _csv_cases() + _ramp_attr_cases())
     ids = [c.id for c in cases]
     dup = {i for i in ids if ids.count(i) > 1}
     if dup:

@@ -90,16 +90,13 @@ def register_stacks(instance, path=None) -> list[str]:
 @sensor(minimum_interval_seconds=120, default_status=DefaultSensorStatus.RUNNING,
         description="Registers the stacks of the stacks file as mmcosmic_stacks partitions when the file changes.")
 def mmcosmic_stacks_sensor(context: SensorEvaluationContext):
-    import hashlib
-
     from astrid_pipeline.errors import AstridError
+    from astrid_pipeline.io.safe_yaml import file_fingerprint
     from astrid_pipeline.science.mmcosmic.stacks import default_stacks_path, load_stacks
 
     path = default_stacks_path()
-    try:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError as exc:
-        return SkipReason(f"stacks file {path} cannot be read: {exc}")
+    # never blocks (a pipe) nor reads a huge file whole on every tick; a bad file is not re-parsed
+    digest = file_fingerprint(path)
     if digest == context.cursor:
         return SkipReason(f"stacks file {path} unchanged")
     try:

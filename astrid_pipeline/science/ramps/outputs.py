@@ -27,6 +27,7 @@ the field metadata) goes to the explicit ``events_path`` the caller gives
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -291,13 +292,28 @@ def write_products(result: DetectionResult, out_dir, *, events_path=None, attrs:
     ``mask.h5``, ``prediction_mask.npy`` and ``detections.json`` always;
     ``preview.png`` with ``preview``; ``groupdq.fits`` (JWST GROUPDQ/PIXELDQ,
     ``n_integrations`` deep) with ``groupdq``; the Parquet event table at
-    ``events_path`` when given. Temporary files a killed run left in these folders are swept first.
+    ``events_path`` when given. Temporary files a killed run left in these folders are swept first; when
+    one write fails, every product of the set is removed (the new ones and an earlier run's), so a reader
+    never finds a new mask beside old detections.
     """
     from astrid_pipeline.io.atomic import sweep_orphan_temporaries
 
     d = Path(out_dir)
     for folder in {d, *([Path(events_path).parent] if events_path is not None else [])}:
         sweep_orphan_temporaries(folder)  # what a killed run left half-written is removed, not left beside
+    try:
+        return _write_product_set(result, d, events_path=events_path, attrs=attrs, preview=preview, title=title,
+                                  groupdq=groupdq, n_integrations=n_integrations)
+    except BaseException:
+        for p in [d / n for n in (MASK_FILE, PREDICTION_MASK_FILE, DETECTIONS_FILE, GROUPDQ_FILE, PREVIEW_FILE)] + (
+                [Path(events_path)] if events_path is not None else []):
+            with contextlib.suppress(OSError):  # a clean-up failure never hides the original error
+                p.unlink()
+        raise
+
+
+def _write_product_set(result: DetectionResult, d: Path, *, events_path, attrs, preview, title, groupdq,
+                       n_integrations) -> dict:
     paths = {
         "mask": write_mask_hdf5(d / MASK_FILE, result, attrs),
         "prediction_mask": write_prediction_mask(d / PREDICTION_MASK_FILE, result),

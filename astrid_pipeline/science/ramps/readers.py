@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from astrid_pipeline.errors import BadDataTypeError, BadShapeError, EmptyDataError, ImageTooLargeError, InputFileError
-from astrid_pipeline.errors import TruncatedFileError
+from astrid_pipeline.errors import BadDataTypeError, BadHeaderError, BadShapeError, EmptyDataError, ImageTooLargeError
+from astrid_pipeline.errors import InputFileError, TruncatedFileError
 from astrid_pipeline.science.ramps.errors import TooFewGroupsError, UnknownRampFormatError
 
 JWST_FULL_FRAME = 2048
@@ -105,8 +105,8 @@ def _check_dtype(dtype, path, what: str = "ramp") -> None:
     if dtype.kind not in "uif":
         kinds = {"b": "boolean", "c": "complex", "S": "text", "U": "text", "O": "object/text", "V": "compound records",
                  "M": "dates", "m": "time differences"}
-        raise BadDataTypeError(path, f"{what} values are {kinds.get(dtype.kind, 'not numbers')} (dtype {dtype}); a ramp "
-                                     "holds real numbers (integer DN or float)")
+        raise BadDataTypeError(path, f"{what} values are {kinds.get(dtype.kind, 'not numbers')} (dtype {dtype}); "
+                                     "a ramp holds real numbers (integer DN or float)")
 
 
 def _check_size(shape: tuple, path) -> None:
@@ -197,18 +197,24 @@ class HDF5RampSource(RampSource):
             _check_size(ds.shape, path)
             _check_stored(ds, path, name)
             a = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in ds.attrs.items()}
-            ft = a.get("frame_time")
-            border = int(a.get("refpix_border", 0))
-            sat = a.get("saturation_dn")
+            ft = _attr_number(a, "frame_time", path, positive=True)
+            border = _attr_number(a, "refpix_border", path, integer=True, default=0)
+            if 2 * border >= min(shape[2:]):
+                raise BadHeaderError(path, f"attribute refpix_border = {border} leaves no science pixel in a "
+                                           f"{shape[2]} x {shape[3]} frame")
+            sat = _attr_number(a, "saturation_dn", path, positive=True)
             if sat is None and ds.dtype == np.uint16:
                 sat = 65535.0
+            outputs = _attr_number(a, "num_outputs", path, integer=True, positive=True, default=4)
+            if outputs > shape[3]:
+                raise BadHeaderError(path, f"attribute num_outputs = {outputs} is more than the {shape[3]} columns")
             super().__init__(
-                path=os.fspath(path), layout="hdf5", shape=shape, unit=str(a.get("unit", "DN")),
-                gain=float(a["gain"]) if "gain" in a else None,
+                path=os.fspath(path), layout="hdf5", shape=shape, unit=str(a.get("unit", "DN"))[:40],
+                gain=_attr_number(a, "gain", path, positive=True),
                 read_noise=None,  # estimated from the data unless the caller sets it
-                saturation=None if sat is None else float(sat),
-                group_times=None if ft is None else float(ft) * np.arange(1, shape[1] + 1),
-                refpix=(border,) * 4, num_outputs=int(a.get("num_outputs", 4)), attrs=a,
+                saturation=sat,
+                group_times=None if ft is None else ft * np.arange(1, shape[1] + 1),
+                refpix=(border,) * 4, num_outputs=outputs, attrs=a,
             )
             self._ds = ds
             self._nd = len(ds.shape)
@@ -259,6 +265,27 @@ class HDF5RampSource(RampSource):
             self._f.close()
         except Exception:  # already closed
             pass
+
+
+def _attr_number(attrs: dict, key: str, path, *, integer: bool = False, positive: bool = False, default=None):
+    """A numeric attribute of a ramp dataset (``gain`` e-/DN, ``frame_time`` s, ``saturation_dn`` DN, ...), or
+    ``default`` when absent; text, NaN, infinite, negative (or, with ``positive``, zero) values are a
+    :class:`~astrid_pipeline.errors.BadHeaderError` naming the file and the attribute."""
+    if key not in attrs:
+        return default
+    raw = attrs[key]
+    try:
+        value = float(np.asarray(raw).item()) if not isinstance(raw, (bool, np.bool_)) else float("nan")
+    except (TypeError, ValueError):
+        value = float("nan")
+    ok = np.isfinite(value) and (value > 0 if positive else value >= 0) and (not integer or value == int(value))
+    if not ok:
+        from astrid_pipeline.io.safe_yaml import short
+
+        what = "a positive" if positive else "a non-negative"
+        kind = "integer" if integer else "number"
+        raise BadHeaderError(path, f"attribute {key} = {short(raw, 40)} is not {what} {kind}")
+    return int(value) if integer else value
 
 
 def _check_stored(ds, path, name) -> None:
@@ -322,6 +349,8 @@ def open_ramp(path: str | os.PathLike, *, dataset: str | None = None) -> RampSou
         raise InputFileError(p, "file does not exist")
     if p.is_dir():
         raise InputFileError(p, "is a folder, not a ramp file")
+    if not p.is_file():  # a FIFO would block the read forever
+        raise InputFileError(p, "is not a regular file (a pipe, socket or device), not a ramp file")
     if p.stat().st_size == 0:
         raise EmptyDataError(p, "file is empty (0 bytes)")
     try:
