@@ -146,6 +146,17 @@ def _cr_table_rows(xs, ys, lengths, start):
                          "length_px": lengths, "charge_e": np.nan, "npix": 0})
 
 
+def _half_plane(rng: np.random.Generator, shape, softness: float):
+    """A soft half-plane weight (0 -> 1 across a random line through the central 40 % of the image, over
+    ``softness`` px) and its line: (weight image, cos, sin, x0, y0)."""
+    ny, nx = shape
+    ang = rng.uniform(0, 2 * np.pi)
+    x0, y0 = rng.uniform(0.3, 0.7) * nx, rng.uniform(0.3, 0.7) * ny
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    c, s = np.cos(ang), np.sin(ang)
+    return 1.0 / (1.0 + np.exp(-((xx - x0) * c + (yy - y0) * s) / softness)), c, s, x0, y0
+
+
 def perturb_pair(pair, rng: np.random.Generator, cfg: TripletSetConfig):
     """Make the archive pair go wrong as real data do (see the module docstring); returns the record."""
     from astropy.wcs import WCS
@@ -203,12 +214,8 @@ def perturb_pair(pair, rng: np.random.Generator, cfg: TripletSetConfig):
     if rng.random() < cfg.p_psf_variation:
         s1, s2 = rng.uniform(0.6, 1.4), rng.uniform(0.3, 1.0)
         blur = ndimage.gaussian_filter(sci, (s1, s2) if rng.random() < 0.5 else (s2, s1), mode="nearest")
-        ang = rng.uniform(0, 2 * np.pi)
-        x0, y0 = rng.uniform(0.3, 0.7) * nx, rng.uniform(0.3, 0.7) * ny
-        yy, xx = np.mgrid[0:ny, 0:nx]
-        w = 1.0 / (1.0 + np.exp(-((xx - x0) * np.cos(ang) + (yy - y0) * np.sin(ang)) / 8.0))
+        w, c, s, x0, y0 = _half_plane(rng, (ny, nx), softness=8.0)
         sci = w * blur + (1 - w) * sci
-        c, s = np.cos(ang), np.sin(ang)
         rec.zones.append(("psf_mismatch", lambda x, y, c=c, s=s, x0=x0, y0=y0: (x - x0) * c + (y - y0) * s > 0))
         rec.applied.append("psf_variation")
     if rng.random() < cfg.p_saturation:
@@ -242,13 +249,9 @@ def perturb_pair(pair, rng: np.random.Generator, cfg: TripletSetConfig):
     if rng.random() < cfg.p_misregistration:
         shift = rng.uniform(0.3, 1.0) * np.array([np.cos(a := rng.uniform(0, 2 * np.pi)), np.sin(a)])
         moved = ndimage.shift(ref, (shift[1], shift[0]), order=3, mode="nearest")
-        ang = rng.uniform(0, 2 * np.pi)
-        x0, y0 = rng.uniform(0.3, 0.7) * nx, rng.uniform(0.3, 0.7) * ny
-        yy, xx = np.mgrid[0:ny, 0:nx]
-        w = 1.0 / (1.0 + np.exp(-((xx - x0) * np.cos(ang) + (yy - y0) * np.sin(ang)) / 6.0))
+        w, c, s, x0, y0 = _half_plane(rng, (ny, nx), softness=6.0)
         ref = w * moved + (1 - w) * ref
         # the template zone in science pixels (the pair is only offset and slightly rotated)
-        c, s = np.cos(ang), np.sin(ang)
         rec.zones.append(("dipole", lambda x, y, c=c, s=s, x0=x0, y0=y0: (x - x0) * c + (y - y0) * s > -8.0))
         rec.applied.append("misregistration")
     sci_h.data = sci.astype(np.float32)
