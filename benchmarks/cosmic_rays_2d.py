@@ -307,7 +307,7 @@ def family_comparison(args) -> int:
     if winner and "shipped" in table:
         w_t, s_t = table[winner]["test"]["tpr_at_1e-3"], table["shipped"]["test"]["tpr_at_1e-3"]
         print(f"shipped weights ({SHIPPED.name}): test TPR at 0.1% FPR {100 * s_t:.2f} % vs {winner} {100 * w_t:.2f} %: "
-              + (f"replacing them needs a new real-frame calibration (science/cosmic_rays/calibration.py)"
+              + ("replacing them needs a new real-frame calibration (science/cosmic_rays/calibration.py)"
                  if w_t > s_t else "keep the shipped weights"))
 
     def clean(v):

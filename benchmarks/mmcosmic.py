@@ -266,7 +266,8 @@ def main(argv=None) -> int:
             "speedup": None if numina_s is None else round(numina_s / ours_s, 2),
             "speedup_same_method": None if numina_s is None or la_s is None else round(numina_s / la_s, 2),
             "ours_recall_significant": round(s["recall_significant"], 4),
-            "numina_recall_significant": None if sn["recall_significant"] is None else round(sn["recall_significant"], 4),
+            "numina_recall_significant": (None if sn["recall_significant"] is None
+                                          else round(sn["recall_significant"], 4)),
             "ours_residual_pixels": s["residual_pixels"],
             "numina_residual_pixels": sn["residual_pixels"],
             "ours_false_pixels": s["false_pixels"],

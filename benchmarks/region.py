@@ -1,6 +1,6 @@
 """One sky region end to end, ours against a peer chain, at 1024² and 2048² (4096² with ``--big``).
 
-    .venv/bin/python benchmarks/region.py [--sizes 1024 2048] [--big] [--seed 0] [--skip-peer] [--keep]
+    .venv/bin/python benchmarks/region.py [--sizes 1024 2048] [--big] [--peer-big] [--seed 0] [--skip-peer] [--keep]
 
 For each size a simulated pair (``science.skysim.simulate_pair``: stars, galaxies, injected transients and
 cosmic rays in the science exposure) is made and written to a temporary folder (the simulation is not
@@ -9,10 +9,11 @@ timed). Then, each in a fresh process so that its peak RSS is its own:
 - ours: every sky step (acquisition with the noise model, cosmic-ray mask, alignment, PSFs, normalisation,
   ZOGY, classic difference, candidates, triplets with their preview) through the pipeline's own loop
   (``sky.runner.run_region``), per-step seconds as the runner times them (``total_s`` sums those nine
-  steps, issue #15's chain; the alert steps the table now also holds, real/bogus ``scores`` and ``alerts``,
-  are timed too and added in ``total_s_with_alert_steps``); once with the cosmic-ray mask
-  (the default settings: the simulated science image is a single exposure, so masking applies) and, with
-  ``--no-mask-run`` (on by default at 2048²), once with masking skipped (image option ``cosmic_rays=skip``);
+  steps, issue #15's chain; with ``--alert-steps`` the alert steps the table now also holds, real/bogus
+  ``scores`` and ``alerts``, run and are timed too, added in ``total_s_with_alert_steps``); once with the
+  cosmic-ray mask (the default settings: the simulated science image is a single exposure, so masking
+  applies) and, at 2048² (every size with ``--no-mask-run``), once with masking skipped (image option
+  ``cosmic_rays=skip``);
 - peer: ``reproject.reproject_interp`` (bicubic) of the reference onto the science WCS, a median
   background subtracted from both, and SFFT's numpy backend (``sfft.CustomizedPacket``,
   ``BACKEND_4SUBTRACT='Numpy'``, kernel half-width 2 x FWHM as in ``benchmarks/differencing.py``, with a
@@ -29,6 +30,10 @@ as FITS; ``cnn_s`` the network's multiply-adds over the image at the measured si
 Each step's floor is its irreducible work in those units (see :func:`step_floors`); ``floor_total_s`` is
 their sum. Recovery at the physical limit (completeness of S/N >= 6 injections and clean false candidates
 per 10^6 pixels, from the candidates step) is reported beside the times.
+
+With ``--big`` the last line also gives ``zogy_scaling_over_nlogn``: the ZOGY step's 4096²/2048² time ratio
+over the n log n ratio (4.36; issue #15 asks for at most 1.2), and ``zogy_alone``: the same for
+``zogy_difference`` by itself, best of 3 interleaved runs (less exposed to the load).
 
 Temporary folders are removed at the end (also on failure; ``--keep`` keeps them). Timings taken while
 other work shares the machine are noisy: the load (``os.getloadavg``) is printed, and ours/peer ratios
@@ -93,7 +98,7 @@ def _load_pair(folder: Path, options: dict | None = None):
                        image_options=options or {})
 
 
-def child_ours(folder: Path, work: Path, mask: bool) -> dict:
+def child_ours(folder: Path, work: Path, mask: bool, alert_steps: bool = False) -> dict:
     from astrid_pipeline.layout import DataLayout
     from astrid_pipeline.regions import Region
     from astrid_pipeline.science import threads
@@ -106,7 +111,8 @@ def child_ours(folder: Path, work: Path, mask: bool) -> dict:
     region = Region("bench", float("nan"), float("nan"))
     steps, meta, failed, rss = {}, {}, [], {}
     t0 = time.perf_counter()
-    for ev in runner.run_region(layout, region, SkySettings(), SKY_STEPS, fetch_pair=lambda: pair, owner="bench"):
+    steps_run = [s for s in SKY_STEPS if alert_steps or s.name in STEP_ORDER]
+    for ev in runner.run_region(layout, region, SkySettings(), steps_run, fetch_pair=lambda: pair, owner="bench"):
         if ev.kind == "materialized":
             steps[ev.step.name] = round(ev.seconds, 3)
             rss[ev.step.name] = round(peak_rss_gb(), 3)
@@ -219,7 +225,7 @@ def child_floors(size: int) -> dict:
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     coords = np.array([yy + 0.3, xx + 0.7])
     interp_s = best(lambda: ndimage.map_coordinates(img, coords, order=3, mode="constant", cval=np.nan), 2)
-    del coords, yy, xx
+    coords = yy = xx = None  # (memory)
     tmp = Path(tempfile.mkdtemp(prefix="astrid-region-floor-"))
     try:
         f32 = img.astype(np.float32)
@@ -254,6 +260,30 @@ def child_floors(size: int) -> dict:
     return {"fft_s": fft_s, "fft_len": n, "interp_s": interp_s, "io_s": io_s, "cnn_s": cnn_s,
             "network_macs_per_pixel": round(macs, 1), "gemm_gmacs_per_s": round(gemm_macs_per_s / 1e9, 2),
             "fft_workers": workers}
+
+
+def child_zogy_scaling() -> dict:
+    """``zogy_difference`` alone (Gaussian PSFs, white noise, source-noise variances, astrometric noise) at 2048²
+    and 4096², best of 3 interleaved runs each: the step's own scaling, less exposed to the machine's load."""
+    from astrid_pipeline.science.zogy import zogy_difference
+
+    yy, xx = np.mgrid[-15:16, -15:16]
+    pn, pr = np.exp(-(xx**2 + yy**2) / (2 * 1.4**2)), np.exp(-(xx**2 + yy**2) / (2 * 1.0**2))
+    rng = np.random.default_rng(0)
+    data = {n: (rng.normal(0, 1, (n, n)).astype(np.float32), rng.normal(0, 1, (n, n)).astype(np.float32))
+            for n in (2048, 4096)}
+    best = {n: float("inf") for n in data}
+    for _ in range(3):
+        for n, (a, b) in data.items():
+            var = np.ones_like(a)
+            t0 = time.perf_counter()
+            zogy_difference(a, b, pn, pr, 1.0, 1.0, var_n=var, var_r=var, astrometric_sigma=(0.05, 0.05))
+            best[n] = min(best[n], time.perf_counter() - t0)
+    nlogn = (4096.0 ** 2 * np.log(4096.0 ** 2)) / (2048.0 ** 2 * np.log(2048.0 ** 2))
+    ratio = best[4096] / best[2048]
+    return {"zogy_2048_s": round(best[2048], 3), "zogy_4096_s": round(best[4096], 3), "ratio": round(ratio, 2),
+            "nlogn_ratio": round(nlogn, 2), "ratio_over_nlogn": round(ratio / nlogn, 2),
+            "peak_rss_gb": round(peak_rss_gb(), 3)}
 
 
 def _level(model, module) -> int:
@@ -303,12 +333,14 @@ def run_size(size: int, tmp: Path, args) -> dict:
     log(f"{size}²: simulated in {sim['simulation_s']:.1f} s (not timed)")
     floors = _run_child(["floors", str(size)], 600)
     out: dict = {"size": size}
-    ours = _run_child(["ours", str(folder), str(tmp / f"ours{size}"), "1"], 1800)
+    alerts = "1" if args.alert_steps else "0"
+    ours = _run_child(["ours", str(folder), str(tmp / f"ours{size}"), "1", alerts], 1800)
     shutil.rmtree(tmp / f"ours{size}", ignore_errors=True)
     log(f"{size}²: ours {ours['total_s']:.2f} s {ours['steps']} peak RSS {ours['peak_rss_gb']:.2f} GB"
         f" {ours['peak_rss_gb_after_step']} failures {ours['failures']}")
     sf = step_floors(floors, True)
-    out.update(steps=ours["steps"], total_s_with_alert_steps=ours["total_s_with_alert_steps"], floors=sf, floor_total_s=round(sum(sf.values()), 3),
+    out.update(steps=ours["steps"], total_s_with_alert_steps=ours["total_s_with_alert_steps"], floors=sf,
+               floor_total_s=round(sum(sf.values()), 3),
                total_s=ours["total_s"], peak_rss_gb=ours["peak_rss_gb"], loop_wall_s=ours["loop_wall_s"],
                peak_rss_gb_after_step=ours["peak_rss_gb_after_step"],
                unit_costs={k: (round(v, 4) if isinstance(v, float) else v) for k, v in floors.items()},
@@ -317,12 +349,12 @@ def run_size(size: int, tmp: Path, args) -> dict:
                                               "noise_S_corr_holdout", "alignment_rms_px")},
                cr_method=ours["cr_method"], failures=ours["failures"])
     if args.no_mask_run or size == 2048:
-        nm = _run_child(["ours", str(folder), str(tmp / f"nomask{size}"), "0"], 1800)
+        nm = _run_child(["ours", str(folder), str(tmp / f"nomask{size}"), "0", alerts], 1800)
         shutil.rmtree(tmp / f"nomask{size}", ignore_errors=True)
         log(f"{size}²: ours without CR mask {nm['total_s']:.2f} s {nm['steps']}")
         out.update(total_s_no_mask=nm["total_s"], steps_no_mask=nm["steps"], peak_rss_gb_no_mask=nm["peak_rss_gb"])
     out.update(peer_total_s=None, speedup=None)
-    if not args.skip_peer:
+    if not args.skip_peer and (size <= 2048 or args.peer_big):
         try:
             peer = _run_child(["peer", str(folder), str(tmp / f"peer{size}"), str(args.peer_memory_gb)], 3600)
         except RuntimeError as exc:
@@ -343,20 +375,25 @@ def main(argv=None) -> int:
         if kind == "simulate":
             res = child_simulate(Path(rest[0]), int(rest[1]), int(rest[2]))
         elif kind == "ours":
-            res = child_ours(Path(rest[0]), Path(rest[1]), rest[2] == "1")
+            res = child_ours(Path(rest[0]), Path(rest[1]), rest[2] == "1", rest[3] == "1")
         elif kind == "peer":
             res = child_peer(Path(rest[0]), Path(rest[1]), float(rest[2]))
         elif kind == "floors":
             res = child_floors(int(rest[0]))
+        elif kind == "zogy_scaling":
+            res = child_zogy_scaling()
         else:
             raise SystemExit(f"unknown child {kind}")
         print(json.dumps(res))
         return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048])
-    ap.add_argument("--big", action="store_true", help="also 4096² (several minutes)")
+    ap.add_argument("--big", action="store_true", help="also 4096² (a few minutes; the peer only with --peer-big)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-peer", action="store_true")
+    ap.add_argument("--alert-steps", action="store_true",
+                    help="also run and time the table's alert steps (real/bogus scores, alert packets)")
+    ap.add_argument("--peer-big", action="store_true", help="run the peer at 4096² too (needs ~14 GB)")
     ap.add_argument("--no-mask-run", action="store_true", help="also run without the CR mask at every size "
                                                               "(always done at 2048²)")
     ap.add_argument("--peer-memory-gb", type=float, default=12.0,
@@ -383,7 +420,14 @@ def main(argv=None) -> int:
                "peer_total_s_2048": r2.get("peer_total_s"), "speedup_2048": r2.get("speedup"),
                "peak_rss_gb_2048": r2.get("peak_rss_gb"), "recovery_2048": r2.get("recovery")}
     if "4096" in results and "2048" in results:
+        nlogn = (4096.0 ** 2 * np.log(4096.0 ** 2)) / (2048.0 ** 2 * np.log(2048.0 ** 2))
         summary["scaling_4096_over_2048"] = round(results["4096"]["total_s"] / r2["total_s"], 2)
+        summary["zogy_scaling_4096_over_2048"] = round(results["4096"]["steps"]["zogy"] / r2["steps"]["zogy"], 2)
+        summary["zogy_scaling_over_nlogn"] = round(summary["zogy_scaling_4096_over_2048"] / nlogn, 2)
+        summary["peak_rss_gb_4096"] = results["4096"]["peak_rss_gb"]
+        zs = _run_child(["zogy_scaling"], 1800)
+        log(f"ZOGY alone: {zs}")
+        summary["zogy_alone"] = zs
     print(json.dumps(summary))
     return 0
 

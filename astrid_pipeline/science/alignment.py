@@ -220,7 +220,14 @@ def _coords(mapping: np.ndarray, shape) -> np.ndarray:
         c[(c >= -0.5) & (c < 0)] = 0.0
         c[(c > n - 1) & (c <= n - 0.5)] = n - 1
     _COORDS["last"] = (key, weakref.ref(mapping), coords)
+    weakref.finalize(mapping, _drop_coords, key)  # freed with the mapping, not kept for the process's life
     return coords
+
+
+def _drop_coords(key) -> None:
+    hit = _COORDS.get("last")
+    if hit is not None and hit[0] == key:
+        _COORDS.pop("last", None)
 
 
 def _sample(data: np.ndarray, mapping: np.ndarray, order: int) -> np.ndarray:
@@ -319,9 +326,12 @@ def reproject_image(
     are invalid in the output. Raises :class:`NoOverlapError` naming ``path``
     when less than ``min_overlap`` of the output grid is covered.
     """
-    if mapping is None:
+    own = mapping is None
+    if own:
         mapping = pixel_mapping(wcs_out, shape_out, wcs_in, offset)
     out, invalid, outside = resample(data, mapping, bad, order)
+    if own:
+        _COORDS.clear()
     frac = float((~invalid).mean())
     if frac < min_overlap:
         raise NoOverlapError(
@@ -488,6 +498,8 @@ def align_to_grid(
     result.mapping_info = mapping_info
     if ref_variance is not None:
         result.variance = resample_variance(ref_variance, mapping)
+    _COORDS.clear()  # the resampling coordinates (2 x 8 bytes per pixel) are not needed any more
+    del mapping
     if target_image is None:
         return result
     bad = invalid.copy()

@@ -126,8 +126,41 @@ def neighbour_ratio(stamp: np.ndarray) -> float:
 
 
 def _nearby_reference_flux(reference, psf, xs, ys, radius):
-    """The largest PSF-fit flux of the reference within ``radius`` pixels of each (x, y) (linear PSF
-    photometry at every pixel, by one FFT correlation with the reference PSF)."""
+    """The largest PSF-fit flux of the reference within ``radius`` pixels of each (x, y): linear PSF photometry
+    (correlation with the unit-sum reference PSF over sum P^2, zero beyond the image edge) at every pixel of
+    the disc, computed on each candidate's own patch (the same values as one whole-image FFT correlation,
+    without its ~8 bytes x 5 per pixel of memory)."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    p = np.asarray(getattr(psf, "stamp", psf), dtype=np.float64)
+    p = p / p.sum()
+    norm = (p * p).sum()
+    img = np.asarray(reference)
+    ny, nx = img.shape
+    hy, hx = p.shape[0] // 2, p.shape[1] // 2
+    r = max(1, int(np.ceil(radius)))
+    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+    disc = (xx**2 + yy**2) <= radius**2
+    out = np.full(len(xs), np.nan)
+    for k, (x, y) in enumerate(zip(xs, ys)):
+        cx, cy = int(round(float(x))), int(round(float(y)))
+        # reference pixels the disc's PSF fits touch, zero beyond the image (as the FFT correlation pads)
+        patch = np.zeros((2 * (r + hy) + 1, 2 * (r + hx) + 1))
+        y0, x0 = cy - r - hy, cx - r - hx
+        a, b = max(0, y0), min(ny, cy + r + hy + 1)
+        c, d = max(0, x0), min(nx, cx + r + hx + 1)
+        if a < b and c < d:
+            patch[a - y0:b - y0, c - x0:d - x0] = np.nan_to_num(np.asarray(img[a:b, c:d], dtype=np.float64))
+        st = np.tensordot(sliding_window_view(patch, p.shape), p, axes=([2, 3], [0, 1])) / norm
+        inside = ((np.arange(cy - r, cy + r + 1) >= 0) & (np.arange(cy - r, cy + r + 1) < ny))[:, None] & \
+                 ((np.arange(cx - r, cx + r + 1) >= 0) & (np.arange(cx - r, cx + r + 1) < nx))[None, :]
+        v = np.where(disc & inside & np.isfinite(st), st, -np.inf)
+        out[k] = float(v.max()) if np.isfinite(v).any() else np.nan
+    return out
+
+
+def _nearby_reference_flux_fft(reference, psf, xs, ys, radius):
+    """The whole-image FFT form of :func:`_nearby_reference_flux` (reference for its test)."""
     from scipy.signal import fftconvolve
 
     p = np.asarray(getattr(psf, "stamp", psf), dtype=np.float64)

@@ -29,6 +29,7 @@ added pixels masked.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,6 +44,53 @@ def _workers() -> int:
     from astrid_pipeline.science.threads import fft_workers
 
     return fft_workers()
+
+
+#: glibc's largest dynamic mmap threshold (bytes): arrays above it are fresh mmaps, page-faulted on first touch
+_GLIBC_MMAP_MAX = 32 * 1024 * 1024
+
+
+@contextlib.contextmanager
+def _heap_for_large_arrays(nbytes: int):
+    """Within the block, serve allocations up to ``2 * nbytes`` from the heap instead of fresh ``mmap`` regions.
+
+    glibc gives every allocation above 32 MB its own mmap and unmaps it on free, so each of ZOGY's ~40
+    full-size temporaries at 4096² (67 MB each) is page-faulted and zeroed anew: measured 5.8 s instead of
+    3.1 s for one 4096² difference, 2.6x the n log n scaling from 2048² instead of 0.96x. The heap keeps
+    freed blocks for reuse; the memory is handed back (``malloc_trim``) at the end. No-op below the
+    threshold and where glibc is absent.
+    """
+    if nbytes <= _GLIBC_MMAP_MAX:
+        yield
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim, m_mmap = -1, -3  # mallopt parameters M_TRIM_THRESHOLD, M_MMAP_THRESHOLD
+        ok = libc.mallopt(m_mmap, int(min(2 * nbytes, 2**31 - 1))) and libc.mallopt(m_trim, int(2**31 - 1))
+    except (OSError, AttributeError):
+        ok = False
+    try:
+        yield
+    finally:
+        if ok:
+            libc.mallopt(m_mmap, _GLIBC_MMAP_MAX)
+            libc.mallopt(m_trim, 2 * _GLIBC_MMAP_MAX)
+            libc.malloc_trim(0)
+
+
+def _on_heap_when_large(fn):
+    """Decorator: run ``fn(N, R, ...)`` inside :func:`_heap_for_large_arrays` sized for N's FFT half-plane."""
+    import functools
+
+    @functools.wraps(fn)
+    def run(N, R, *args, **kwargs):
+        shape = fast_shape(np.shape(N)) if np.ndim(N) == 2 else (0, 0)
+        with _heap_for_large_arrays(shape[0] * (shape[1] // 2 + 1) * 8):  # one complex64 half-plane
+            return fn(N, R, *args, **kwargs)
+
+    return run
 
 
 def fast_shape(shape: tuple[int, int]) -> tuple[int, int]:
@@ -145,6 +193,7 @@ class ZogyResult:
     params: dict = field(default_factory=dict)
 
 
+@_on_heap_when_large
 def zogy_difference(
     N: np.ndarray,
     R: np.ndarray,
@@ -217,32 +266,50 @@ def zogy_difference(
     Pn_hat, Pr_hat, dsq, F_D, F_S, kn_hat, kr_hat, PD_hat = zogy_kernels(
         psf_n, psf_r, shape, sigma_n, sigma_r, F_n, F_r, dtype
     )
+    # (intermediates are released as soon as they are used: the peak memory of a 2048² difference is what
+    # bounds a region's; the arithmetic is unchanged)
     N_hat = sfft.rfft2(Nz, workers=w)
+    del Nz
     R_hat = sfft.rfft2(Rz, workers=w)
+    del Rz
 
     D_hat = (F_r * Pr_hat * N_hat - F_n * Pn_hat * R_hat) / dsq
+    del Pn_hat, Pr_hat, dsq
     D = sfft.irfft2(D_hat, s=shape, workers=w)
-    S_N = sfft.irfft2(kn_hat * N_hat, s=shape, workers=w)
-    S_R = sfft.irfft2(kr_hat * R_hat, s=shape, workers=w)
+    del D_hat
+    N_hat *= kn_hat
+    S_N = sfft.irfft2(N_hat, s=shape, workers=w)
+    del N_hat
+    R_hat *= kr_hat
+    S_R = sfft.irfft2(R_hat, s=shape, workers=w)
+    del R_hat
     S = S_N - S_R
 
     # Source-noise terms: V(S_N) = V_n (x) k_n^2, V(S_R) = V_r (x) k_r^2.
-    if var_n is None:
-        var_n = np.full(shape, sigma_n**2, dtype=dtype)
-    if var_r is None:
-        var_r = np.full(shape, sigma_r**2, dtype=dtype)
-    vn = np.where(bad, sigma_n**2, var_n).astype(dtype)
-    vr = np.where(bad, sigma_r**2, var_r).astype(dtype)
-    kn = sfft.irfft2(kn_hat, s=shape, workers=w)
-    kr = sfft.irfft2(kr_hat, s=shape, workers=w)
-    V_hat = sfft.rfft2(vn, workers=w) * sfft.rfft2(kn * kn, workers=w)
-    V_hat += sfft.rfft2(vr, workers=w) * sfft.rfft2(kr * kr, workers=w)
+    def var_term(var, sigma, k_hat):
+        v = np.full(shape, sigma**2, dtype=dtype) if var is None else np.where(bad, sigma**2, var).astype(dtype)
+        k = sfft.irfft2(k_hat, s=shape, workers=w)
+        k *= k
+        t = sfft.rfft2(v, workers=w)
+        del v
+        t *= sfft.rfft2(k, workers=w)
+        return t
+
+    V_hat = var_term(var_n, sigma_n, kn_hat)
+    del kn_hat
+    V_hat += var_term(var_r, sigma_r, kr_hat)
+    del kr_hat
     V_S = sfft.irfft2(V_hat, s=shape, workers=w)
+    del V_hat
     sx, sy = astrometric_sigma
     if sx > 0 or sy > 0:
-        gy_n, gx_n = np.gradient(S_N)
-        gy_r, gx_r = np.gradient(S_R)
-        V_S += (sx**2) * (gx_n * gx_n + gx_r * gx_r) + (sy**2) * (gy_n * gy_n + gy_r * gy_r)
+        for img in (S_N, S_R):
+            gy, gx = np.gradient(img)
+            gx *= gx
+            gy *= gy
+            V_S += (sx**2) * gx + (sy**2) * gy
+            del gx, gy
+    del S_N, S_R
     # V_S is F_S where only background noise matters; guard against FFT round-off near zero.
     np.maximum(V_S, 1e-3 * F_S, out=V_S)
     sqrt_VS = np.sqrt(V_S)

@@ -29,6 +29,9 @@ class ScoreSettings:
     model: str = field(default="", metadata={
         "description": "real/bogus checkpoint to score with; empty = the shipped weights (a newly trained model "
                        "is used only when named here)"})
+    tta: bool = field(default=False, metadata={
+        "description": "average the score over the 8 rotations/flips of each triplet (on the unseen-seed test set: "
+                       "the same FPR at 95 % TPR, 0.012, at 6x the time: 22.5 against 3.9 s per 1000)"})
     min_scored_fraction: float = field(default=1.0, metadata={
         "description": "score_distribution check: least fraction of candidates with a finite score"})
     max_real_fraction: float = field(default=0.9, metadata={
@@ -65,7 +68,7 @@ def scores(layout: DataLayout, region: str, settings: ScoreSettings | None = Non
     trip = trip[[order[int(c)] for c in cands["candidate_id"]]] if len(cands) else trip[:0]
     model, payload = load_realbogus(settings.model or None)
     types = tuple(payload.get("types") or ())
-    table = candidate_scores(trip, cands, model=(model, payload), region=region)
+    table = candidate_scores(trip, cands, model=(model, payload), region=region, tta=settings.tta)
     payload_version = _version(payload)
     table["rb_version"] = payload_version
     schema = candidate_scores_schema(types) if types else None

@@ -141,6 +141,9 @@ def run_region(layout, region, settings: SkySettings, steps: Sequence[Step], *,
     :class:`~astrid_pipeline.archives.base.ArchivePair` (needed by the acquisition step only).
     Fill ``summary`` (if given) as the events go.
     """
+    from astrid_pipeline.science.threads import configure
+
+    configure(settings.threads)
     summary = summary if summary is not None else RegionSummary(region.name)
     ordered = [s for s in SKY_STEPS if s in steps]
     key = region.name

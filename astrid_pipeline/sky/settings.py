@@ -12,6 +12,7 @@ from astrid_pipeline.science.cosmic_rays.masks import CosmicRayMaskSettings
 from astrid_pipeline.science.extraction import ExtractionConfig
 from astrid_pipeline.science.noise import NoiseSettings
 from astrid_pipeline.science.psf import PSFConfig
+from astrid_pipeline.science.threads import ThreadSettings
 from astrid_pipeline.science.zogy import ScorrNormSettings
 from astrid_pipeline.sky.alert_steps import ScoreSettings
 
@@ -79,3 +80,5 @@ class SkySettings:
     alerts: AlertSettings = field(default_factory=AlertSettings,
                                   metadata={"description": "alert packets (ZTF v4.02 Avro)"})
     qa: QASettings = field(default_factory=QASettings, metadata={"description": "asset-check bounds"})
+    threads: ThreadSettings = field(default_factory=ThreadSettings, metadata={
+        "description": "thread counts of the network, the FFTs and OpenMP kernels (0: the cores free now)"})

@@ -660,6 +660,13 @@ def candidates(layout: DataLayout, region: str, config=None) -> StepResult:
     from astrid_pipeline.science.evaluation import label_cosmic_rays, match_truth, recovery_summary
     from astrid_pipeline.science.extraction import extract_candidates
 
+    sci, aligned, al_hdr, bad, outside, badref, satref = read_pair_inputs(layout, region)
+    del aligned, bad  # (not needed here: freed before the difference planes are read, for the peak memory)
+    # the science image's own no-data regions (NaN borders of a mosaic) are edges too, not bad pixels
+    from scipy import ndimage
+
+    nodata = ndimage.binary_opening(~np.isfinite(sci.data), structure=np.ones((3, 3), bool))
+    edge_map = outside | nodata
     zp = layout.difference(region, "zogy")
     hz = open_fits(zp)
     try:
@@ -674,13 +681,7 @@ def candidates(layout: DataLayout, region: str, config=None) -> StepResult:
     from astropy.wcs import WCS
 
     wcs = WCS(zh).celestial
-    sci, aligned, al_hdr, bad, outside, badref, satref = read_pair_inputs(layout, region)
-    # the science image's own no-data regions (NaN borders of a mosaic) are edges too, not bad pixels
-    from scipy import ndimage
-
-    nodata = ndimage.binary_opening(~np.isfinite(sci.data), structure=np.ones((3, 3), bool))
-    edge_map = outside | nodata
-    _, R, nh = read_normalized(layout, region)
+    R, nh = read_normalized(layout, region)[1:]
     pn, pr = read_psfs(layout, region)
     Dc = read_ext(layout.difference(region, "classic"), "PRIMARY")
     ch = read_header(layout.difference(region, "classic"))

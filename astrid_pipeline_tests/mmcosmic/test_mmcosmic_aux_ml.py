@@ -43,6 +43,7 @@ def test_network_finds_single_exposure_crs_and_flags_little_else(stack, method):
                                                                 stack.meta["star_peak"]) if p > 2000]
     assert cores and not any(r.mask[c] for c in cores)
     assert r.info["method"] == method and len(r.info["sha256"]) == 64
+    assert r.info["threshold_source"].startswith("model card")  # calibrated on real frames, for these weights
 
 
 def test_network_beats_numina_default_lacosmic_on_the_same_exposure(stack):
@@ -146,3 +147,22 @@ def test_gmos_real_crs_found_and_injected_hits_recovered(realdata):
     found = network_aux(img, gain=1.0, rnoise=rn).mask
     got = [(found & h["pixels"]).sum() >= 0.5 * h["pixels"].sum() for h in hits]
     assert len(hits) >= 8 and np.mean(got) >= 0.9
+
+
+@pytest.mark.parametrize("crmethod", ["deepcr", "mm_deepcr", "conn", "mm_conn"])
+def test_whole_flow_with_a_network_aux_finds_the_coincident_hits(stack, crmethod):
+    """numina's deepcr / conn (the network alone on the median) and mm_deepcr / mm_conn (with M.M.Cosmic)
+    through compute_crmasks: MEDIANCR holds the hits shared by two exposures, and little else."""
+    from astrid_pipeline.science.mmcosmic import compute_crmasks, parse_requirements
+
+    req = parse_requirements({"crmethod": crmethod, "mm_nsimulations": 4, "mm_seed": 5})
+    res = compute_crmasks(list(stack.images), gain=stack.gain, rnoise=stack.rnoise, requirements=req,
+                          with_combinations=False)
+    sig = stack.noise_sigma()
+    med = np.median(stack.images, axis=0)
+    median_cr = ((stack.cosmic_rays > 5.0 * sig).sum(axis=0) >= 2) & (med - stack.model > 5.0 * sig)
+    found = res.masks["MEDIANCR"]
+    assert res.counts["aux_pixels"] > 0 and (res.counts["mm_pixels"] > 0) == crmethod.startswith("mm_")
+    assert (found & median_cr).sum() / median_cr.sum() >= (0.95 if crmethod.startswith("mm_") else 0.85)
+    near = ndimage.binary_dilation(stack.hit_count(0.5 * stack.rnoise) >= 2, iterations=2)
+    assert (found & near).sum() / found.sum() >= 0.9

@@ -23,9 +23,14 @@ def test_numina_example_is_refused_only_for_its_pycosmic_method():
         load_config(EXAMPLE1)
     assert "PyCosmic" in str(e.value) and "mm_pycosmic" in str(e.value)
     assert isinstance(e.value, ConfigError)
-    for method, name in (("deepcr", "deepCR"), ("mm_conn", "Cosmic-CoNN"), ("pycosmic", "PyCosmic")):
-        with pytest.raises(UnsupportedMethodError, match=name):
-            parse_config(example(crmethod=method))
+    with pytest.raises(UnsupportedMethodError, match="PyCosmic"):
+        parse_config(example(crmethod="pycosmic"))
+    # numina's network methods run this project's CR networks (aux_ml); their dc_/nn_ parameters are used
+    r = parse_config(example(crmethod="mm_deepcr")).requirements
+    assert r.aux_method == "deepcr" and r.uses_mm and "dc_mask" in dict(r.aux_params)
+    assert parse_config(example(crmethod="conn")).requirements.aux_method == "conn"
+    with pytest.raises(ParameterError, match="use_auxmedian"):
+        parse_config(example(crmethod="mm_conn", use_auxmedian=True))
 
 
 def test_numina_example_with_lacosmic_is_accepted_with_its_values():

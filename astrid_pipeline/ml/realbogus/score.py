@@ -154,7 +154,7 @@ def triplet_from_alert(alert: dict, size: int = 63) -> tuple[np.ndarray, int]:
 
 
 def candidate_scores(triplets, candidates, model=None, *, region: str | None = None, mjd: float | None = None,
-                     threads: int | None = None):
+                     threads: int | None = None, tta: bool = True):
     """One row per candidate: ``candidate_id``, 64-bit ``candid``, ``rb``, ``real``, ``rb_type`` and ``p_<type>``.
 
     ``triplets`` are the candidates' (N, 3, H, W) cut-outs in the order of
@@ -176,7 +176,7 @@ def candidate_scores(triplets, candidates, model=None, *, region: str | None = N
         m, payload = model, {"types": None, "threshold": 0.5, "path": ""}
     types = payload.get("types") or [f"type{k}" for k in range(m.type_head.out_features)]
     rb, tp = score_triplets(m, triplets, candidates["sign"].to_numpy() if "sign" in candidates else None,
-                            threads=threads)
+                            threads=threads, tta=tta)
     region = region if region is not None else str(candidates["region"].iloc[0]) if len(candidates) else ""
     if mjd is None and len(candidates) and "mjd" in candidates:
         mjd = float(candidates["mjd"].iloc[0])

@@ -15,8 +15,11 @@ families (:mod:`astrid_pipeline.ml.models`, trained by
 * ``deepcr``: the packaged 2-D CR weights (``ml/weights/cr2d_deepcr_h8.pt``,
   a deepCR-style U-Net), with the operating point calibrated on real frames
   (:mod:`astrid_pipeline.science.cosmic_rays.calibration`);
-* ``conn``: a Cosmic-CoNN-style network (``ml/weights/cr2d_cosmicconn_h8.pt``
-  when packaged), or any checkpoint given as ``nn_checkpoint``.
+* ``conn``: the packaged attention-gated Cosmic-CoNN-style U-Net
+  (``ml/weights/cr2d_att_cosmicconn_h8.pt``, the best of that family by test
+  TPR at 0.1 % FPR, calibrated the same way);
+
+either replaced by any checkpoint given as ``dc_checkpoint`` / ``nn_checkpoint``.
 
 The mask is made by the project's one single-image entry point,
 :func:`astrid_pipeline.science.cosmic_rays.masks.detect_cosmic_rays`
@@ -77,7 +80,7 @@ def packaged_checkpoint(method: str) -> Path:
     if method == "deepcr":
         return SHIPPED_WEIGHTS
     if method == "conn":
-        return WEIGHTS_DIR / "cr2d_cosmicconn_h8.pt"
+        return WEIGHTS_DIR / "cr2d_att_cosmicconn_h8.pt"
     raise ParameterError("crmethod", f"{method!r} is not a network method ({', '.join(NETWORK_CRMETHODS)})")
 
 

@@ -46,7 +46,6 @@ Differences from numina-crmasks 0.40.0, each tested:
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -245,8 +244,10 @@ def simulate_diagram(
     lam_e = np.clip(np.nan_to_num(lam_adu, nan=0.0), 0, None) * gain
     z_edges = np.arange(Z_MIN, Z_MAX + Z_STEP / 2, Z_STEP)
     children = np.random.SeedSequence(seed).spawn(nsimulations)
-    if threads <= 0:
-        threads = min(2, os.cpu_count() or 1)
+    if threads <= 0:  # the cores free now (a thread pool on a loaded machine waits more than it computes)
+        from astrid_pipeline.science.threads import free_cores
+
+        threads = min(2, free_cores())
     terms = None
     if distribution == "poisson" and not exact_poisson:
         terms = [_noise_terms(lam_e[i], gain, rnoise) for i in range(lam_e.shape[0])]

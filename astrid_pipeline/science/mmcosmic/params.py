@@ -8,10 +8,14 @@ Cosmic-CoNN, ``mm_`` M.M.Cosmic). The same file is accepted here unchanged:
 
 * every key numina knows is accepted; missing keys take numina's defaults
   (those of its ``params_example1.yaml``);
-* ``crmethod`` may be ``mmcosmic``, ``lacosmic`` or ``mm_lacosmic``; the
-  PyCosmic, deepCR and Cosmic-CoNN methods are refused with an error that
-  names them (their ``pc_``/``dc_``/``nn_`` parameters are still accepted,
-  and ignored, so an unchanged file only needs its ``crmethod`` edited);
+* ``crmethod`` may be ``mmcosmic``, ``lacosmic``, ``mm_lacosmic``,
+  ``deepcr``, ``mm_deepcr``, ``conn`` or ``mm_conn``; the network methods run
+  this project's own trained CR networks of those families
+  (:mod:`.aux_ml`; ``dc_*`` / ``nn_*`` parameters, plus the extension keys
+  ``dc_checkpoint`` / ``nn_checkpoint``); the PyCosmic methods are refused
+  with an error that names them (their ``pc_`` parameters are still
+  accepted, and ignored, so an unchanged file only needs its ``crmethod``
+  edited);
 * ``interactive``, ``verify_cr`` and the plotting knobs are accepted; this
   implementation never prompts or opens a window, so the interactive
   choices of numina (fixed points, boundary parameters, re-running the
@@ -66,15 +70,11 @@ from .errors import ParameterError, UnsupportedMethodError
 from astrid_pipeline.io.safe_yaml import clip, short
 
 #: crmethod values this implementation runs
-SUPPORTED_CRMETHODS = ("mmcosmic", "lacosmic", "mm_lacosmic")
+SUPPORTED_CRMETHODS = ("mmcosmic", "lacosmic", "mm_lacosmic", "deepcr", "mm_deepcr", "conn", "mm_conn")
 #: crmethod values numina-crmasks knows but that are not implemented here
 UNSUPPORTED_CRMETHODS = {
     "pycosmic": "PyCosmic",
     "mm_pycosmic": "PyCosmic",
-    "deepcr": "deepCR",
-    "mm_deepcr": "deepCR",
-    "conn": "Cosmic-CoNN",
-    "mm_conn": "Cosmic-CoNN",
 }
 VALID_COMBINATIONS = ("mean", "median", "min", "mediancr", "meancrt", "meancr", "meancr2")
 DEFAULT_WEIGHT_FIXED_POINTS = 10000.0
@@ -157,19 +157,22 @@ class Requirements:
     mm_threads: int = 0
     seeing_tolerance: float = 0.2
     psf_match: bool = False
+    # the network auxiliary method's dc_* / nn_* parameters as sorted (key, value) pairs (aux_ml.NetworkAuxSettings)
+    aux_params: tuple = ()
     # accepted for compatibility, unused here (numina's other methods)
     ignored: tuple = field(default=(), compare=False)
 
     @property
     def uses_mm(self) -> bool:
-        return self.crmethod in ("mmcosmic", "mm_lacosmic")
+        return self.crmethod in ("mmcosmic", "mm_lacosmic", "mm_deepcr", "mm_conn")
 
     @property
     def aux_method(self) -> str | None:
-        return "lacosmic" if self.crmethod in ("lacosmic", "mm_lacosmic") else None
+        return None if self.crmethod == "mmcosmic" else self.crmethod.removeprefix("mm_")
 
     def to_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "ignored"}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("ignored", "aux_params")}
+        return {**out, **dict(self.aux_params)}  # the dc_*/nn_* keys as numina writes them (parses back)
 
 
 @dataclass(frozen=True)
@@ -291,12 +294,14 @@ def parse_requirements(req: Mapping | None, *, n_images: int | None = None) -> R
         req = {}
     if not isinstance(req, Mapping):
         raise ParameterError("requirements", f"must be a mapping of parameters, got {type(req).__name__}")
-    known = {f.name for f in fields(Requirements)} - {"ignored"}
-    ignored, unknown = [], []
+    known = {f.name for f in fields(Requirements)} - {"ignored", "aux_params"}
+    ignored, unknown, aux_params = [], [], []
     for key in req:
         if not isinstance(key, str):
             unknown.append(repr(key))
-        elif key.startswith(("pc_", "dc_", "nn_")):
+        elif key.startswith(("dc_", "nn_")):
+            aux_params.append((key, req[key]))
+        elif key.startswith("pc_"):
             ignored.append(key)
         elif key not in known:
             unknown.append(key)
@@ -456,9 +461,19 @@ def parse_requirements(req: Mapping | None, *, n_images: int | None = None) -> R
     if "seeing_tolerance" in d:
         out["seeing_tolerance"] = _number("seeing_tolerance", d["seeing_tolerance"], lo=0.0, lo_open=True)
 
-    r = Requirements(**out, ignored=tuple(sorted(ignored)))
+    if crmethod in ("deepcr", "mm_deepcr", "conn", "mm_conn"):
+        from .aux_ml import NetworkAuxSettings
+
+        NetworkAuxSettings.from_requirements(crmethod, dict(aux_params))  # named errors now, not mid-run
+    else:  # the networks' parameters are unused by the other methods
+        ignored += [k for k, _ in aux_params]
+        aux_params = []
+    r = Requirements(**out, aux_params=tuple(sorted(aux_params, key=lambda kv: kv[0])), ignored=tuple(sorted(ignored)))
     if r.use_auxmedian and r.aux_method is None:
         raise ParameterError("use_auxmedian", f"needs an auxiliary method, but crmethod={short(r.crmethod)} has none")
+    if r.use_auxmedian and r.aux_method == "conn":
+        raise ParameterError("use_auxmedian", "is not available with crmethod=conn / mm_conn (Cosmic-CoNN does not "
+                             "clean the image; as in numina)")
     return r
 
 

@@ -122,6 +122,17 @@ def _bias_array(bias, shape):
     return b
 
 
+def auxiliary_detect(image: np.ndarray, req: Requirements, *, gain: float, rnoise: float,
+                     allowed: np.ndarray | None = None) -> AuxResult:
+    """The configured auxiliary single-image method on one image: L.A.Cosmic (peaks, tails) or a CR network."""
+    if req.aux_method == "lacosmic":
+        return lacosmic_peaks_tails(image, req, gain=gain, rnoise=rnoise, allowed=allowed)
+    from .aux_ml import NetworkAuxSettings, network_aux
+
+    s = NetworkAuxSettings.from_requirements(req.crmethod, dict(req.aux_params))
+    return network_aux(image, s, gain=gain, rnoise=rnoise, allowed=allowed)
+
+
 def cr_cleaned_exposure(image: np.ndarray, fwhm: float, req: Requirements, *, gain: float, rnoise: float):
     """One exposure with its single-exposure CRs replaced (L.A.Cosmic, PSF of FWHM ``fwhm`` when measured)."""
     from dataclasses import replace
@@ -204,8 +215,8 @@ def compute_crmasks(
     t = time.perf_counter()
     aux_med: AuxResult | None = None
     flag_aux = None
-    if req.aux_method == "lacosmic":
-        aux_med = lacosmic_peaks_tails(stats.median2d, req, gain=gain, rnoise=rnoise, allowed=allowed)
+    if req.aux_method is not None:
+        aux_med = auxiliary_detect(stats.median2d, req, gain=gain, rnoise=rnoise, allowed=allowed)
         flag_aux = aux_med.mask
         if req.uses_mm:
             flag_aux = keep_groups_with(flag_aux, strong)
@@ -316,7 +327,7 @@ def compute_crmasks(
     def aux_on(img):
         if not run_aux_all:
             return None
-        r = lacosmic_peaks_tails(img, req, gain=gain, rnoise=rnoise, allowed=allowed)
+        r = auxiliary_detect(img, req, gain=gain, rnoise=rnoise, allowed=allowed)
         return keep_groups_with(r.mask, strong) if req.uses_mm else r.mask
 
     def finish(mask):
