@@ -256,7 +256,7 @@ def detect_cosmic_rays(
                 noise_source = "measured (background robust std + Poisson at the given gain)"
             else:
                 noise_source = "given"
-            sig = significance_map(img, noise)
+            sig = significance_map(img, noise, at=prob >= op.threshold)  # the gate looks at the seeds only
         mask = hysteresis_mask(prob, op.threshold, op.grow_threshold, sig, op.min_snr) & ~sat & finite
         sha = file_sha256(checkpoint)
         return CRMask(mask, "model", prob, {

@@ -53,7 +53,7 @@ from typing import Mapping, Optional
 
 import numpy as np
 
-from .auxiliary import AuxResult
+from .aux_result import AuxResult
 from .errors import ParameterError
 
 log = logging.getLogger(__name__)
@@ -186,7 +186,7 @@ def network_aux(
 ) -> NetworkAuxResult:
     """Run the CR network on one bias-subtracted ADU image as M.M.Cosmic's auxiliary method.
 
-    Returns an :class:`~astrid_pipeline.science.mmcosmic.auxiliary.AuxResult`
+    Returns an :class:`~astrid_pipeline.science.mmcosmic.aux_result.AuxResult`
     like :func:`~astrid_pipeline.science.mmcosmic.auxiliary.lacosmic_peaks_tails`
     (``n_peaks``: flagged pixels at or above the seed threshold;
     ``n_tails_windows``: 0) with ``info`` added.

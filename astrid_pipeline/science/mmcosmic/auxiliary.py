@@ -19,13 +19,12 @@ cleaned image comes back in ADU.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from scipy import ndimage
 
 from astrid_pipeline.science.cosmic_rays.lacosmic import merge_peaks_tails, run_astroscrappy
 
+from .aux_result import AuxResult
 from .params import Requirements
 
 _EIGHT = np.ones((3, 3), dtype=bool)
@@ -75,14 +74,6 @@ def _lacosmic_kwargs(req: Requirements, gain: float, rnoise: float, run: int) ->
         kw["psfmodel"] = "gauss"
         kw["psffwhm"] = 0.5 * (req.la_psffwhm_x + req.la_psffwhm_y)
     return kw
-
-
-@dataclass
-class AuxResult:
-    mask: np.ndarray  # merged peaks & tails
-    cleaned: np.ndarray  # ADU
-    n_peaks: int
-    n_tails_windows: int  # tiles used by the tails pass (0 = whole frame or single pass)
 
 
 def lacosmic_peaks_tails(
