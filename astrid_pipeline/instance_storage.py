@@ -12,8 +12,10 @@ orchestration per region with Dagster's storage, 0.41 s with this one).
 queue pool, connections returned after each transaction, so no lock is held between writes and other
 processes keep reading and writing with SQLite's WAL and busy timeout), at most :data:`MAX_ENGINES` shards
 open at once (least recently used closed first), so a long-lived webserver that reads many runs keeps a
-bounded number of files open. ``astrid_pipeline.instance.ensure_home`` names it in ``dagster.yaml``; a
-deployment with PostgreSQL storage does not use it.
+bounded number of files open. Pool slots are claimed in one atomic statement
+(:meth:`PooledSqliteEventLogStorage._claim_concurrency_slot`), so a pool limit holds across processes.
+``astrid_pipeline.instance.ensure_home`` names it in ``dagster.yaml``; a deployment with PostgreSQL
+storage does not use it.
 """
 
 from __future__ import annotations
@@ -64,6 +66,27 @@ class PooledSqliteEventLogStorage(_sqlite.SqliteEventLogStorage):
             with engine.connect() as conn:
                 with conn.begin():
                     yield conn
+
+    def _claim_concurrency_slot(self, concurrency_key: str, run_id: str, step_key: str):
+        """Take a free slot of the pool in one UPDATE statement (atomic in SQLite).
+
+        Dagster's version selects a free slot (``SELECT ... FOR UPDATE``, which SQLite ignores) and then
+        updates it by id, so two processes can both take the same slot and a pool of 2 runs 3 steps
+        (seen in ``orchestration/test_pools.py``). Here the update only succeeds on a slot that is still
+        free, so the slot rows are a true semaphore across processes.
+        """
+        import sqlalchemy as db
+        from dagster._core.storage.event_log.schema import ConcurrencySlotsTable
+        from dagster._utils.concurrency import ConcurrencySlotStatus
+
+        t = ConcurrencySlotsTable
+        free = db.and_(t.c.concurrency_key == concurrency_key, t.c.step_key == None,  # noqa: E711
+                       t.c.deleted == False)  # noqa: E712
+        first_free = db.select(t.c.id).where(free).limit(1).scalar_subquery()
+        with self.index_connection() as conn:
+            taken = conn.execute(t.update().values(run_id=run_id, step_key=step_key)
+                                 .where(db.and_(t.c.id == first_free, free))).rowcount
+        return ConcurrencySlotStatus.CLAIMED if taken else ConcurrencySlotStatus.BLOCKED
 
     def wipe(self) -> None:
         for shard in list(self._engines):

@@ -58,3 +58,20 @@ def test_open_engines_stay_bounded_and_files_stay_dagsters(tmp_path, monkeypatch
         assert latest[dg.AssetKey("thing")] is not None
     finally:
         plain.dispose()
+
+
+def test_a_pool_slot_is_taken_once_across_instances(tmp_path):
+    from dagster._utils.concurrency import ConcurrencySlotStatus
+
+    home = tmp_path / "home"
+    a = ensure_home(home, pools={"one_slot": 1})
+    b = dg.DagsterInstance.from_ref(dg._core.instance.ref.InstanceRef.from_dir(str(home)))
+    try:
+        ea, eb = a.event_log_storage, b.event_log_storage
+        assert ea._claim_concurrency_slot("one_slot", "run-a", "step") == ConcurrencySlotStatus.CLAIMED
+        assert eb._claim_concurrency_slot("one_slot", "run-b", "step") == ConcurrencySlotStatus.BLOCKED
+        ea.free_concurrency_slots_for_run("run-a")
+        assert eb._claim_concurrency_slot("one_slot", "run-b", "step") == ConcurrencySlotStatus.CLAIMED
+    finally:
+        a.dispose()
+        b.dispose()
