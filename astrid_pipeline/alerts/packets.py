@@ -45,12 +45,14 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from astrid_pipeline.setting import setting
 
 from . import ids
 from .errors import AlertInputError
@@ -64,21 +66,17 @@ FILTER_IDS = {"g": 1, "r": 2, "i": 3, "z": 4, "y": 5, "u": 6}
 REQUIRED_COLUMNS = ("candidate_id", "x", "y", "ra", "dec", "flux", "flux_err", "snr", "sign")
 
 
-def _d(default, description: str):
-    return field(default=default, metadata={"description": description})
-
-
 @dataclass
 class AlertSettings:
     """How alert packets are written (every field is a setting of the alert asset)."""
 
-    stamp_size: int = _d(63, "side of the science / template / difference stamps (ZTF: 63 px)")
-    publisher: str = _d("AstrID", "the packet's publisher field")
-    programid: int = _d(0, "value of the ZTF programid slot (0: not a ZTF programme)")
-    codec: str = _d("null", "Avro block codec: null (any reader) or deflate")
-    reference_radius_arcsec: float = _d(30.0, "search radius for the nearest template source (distnr, magnr)")
-    reference_nsigma: float = _d(5.0, "detection threshold of template sources, in background sigma")
-    only_clean: bool = _d(False, "write packets only for candidates with flags == 0")
+    stamp_size: int = setting(63, "side of the science / template / difference stamps (ZTF: 63 px)")
+    publisher: str = setting("AstrID", "the packet's publisher field")
+    programid: int = setting(0, "value of the ZTF programid slot (0: not a ZTF programme)")
+    codec: str = setting("null", "Avro block codec: null (any reader) or deflate")
+    reference_radius_arcsec: float = setting(30.0, "search radius for the nearest template source (distnr, magnr)")
+    reference_nsigma: float = setting(5.0, "detection threshold of template sources, in background sigma")
+    only_clean: bool = setting(False, "write packets only for candidates with flags == 0")
 
 
 @dataclass

@@ -312,6 +312,16 @@ class SkyImage:
         return self.header.get(name, default)
 
 
+def inherit_primary_keywords(header: fits.Header, primary: fits.Header) -> fits.Header:
+    """Copy into an extension's ``header`` (in place) the primary header's keywords it lacks, such as
+    EXPTIME, GAIN, DATE-OBS (structural, COMMENT and HISTORY cards excepted); returns ``header``."""
+    for card in primary.cards:
+        if card.keyword not in header and card.keyword not in ("", "COMMENT", "HISTORY") \
+                and not card.keyword.startswith(("NAXIS", "BITPIX", "SIMPLE", "EXTEND")):
+            header[card.keyword] = (card.value, card.comment)
+    return header
+
+
 def open_fits(path: str | os.PathLike, limits: InputLimits | None = None, *, ramp: bool = False) -> fits.HDUList:
     """Open a FITS file fully into memory, mapping failures to named errors.
 
@@ -626,11 +636,7 @@ def sky_image_from_hdul(
     chosen = _pick_image_hdu(hdul, path, hdu, band if hdu is None else None)
     header = chosen.header.copy()
     if chosen is not hdul[0]:
-        # inherit keywords such as EXPTIME/GAIN/DATE-OBS from the primary header
-        for card in hdul[0].header.cards:
-            if card.keyword not in header and card.keyword not in ("", "COMMENT", "HISTORY") \
-                    and not card.keyword.startswith(("NAXIS", "BITPIX", "SIMPLE", "EXTEND")):
-                header[card.keyword] = (card.value, card.comment)
+        inherit_primary_keywords(header, hdul[0].header)
     raw = chosen.data
     plane = None
     if raw.ndim >= 3:

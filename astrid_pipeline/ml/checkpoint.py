@@ -33,6 +33,34 @@ def save_checkpoint(path: str | os.PathLike, model, spec: ModelSpec, extra: dict
     return Path(path)
 
 
+def read_payload(path: str | os.PathLike, fmt: str, what: str, missing: str, keys=("state_dict",)) -> dict:
+    """The dict of a weights-only torch checkpoint of format ``fmt``; :class:`CheckpointError` naming the file
+    when it is missing (message ``missing``: what to do), unreadable or of another kind (``what``)."""
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(p, missing)
+    try:
+        payload = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same problem for the user
+        raise CheckpointError(p, f"cannot be read as a weights-only torch checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(payload, dict) or payload.get("format") != fmt or any(k not in payload for k in keys):
+        raise CheckpointError(p, f"is not an AstrID {what} checkpoint (expected format {fmt!r})")
+    return payload
+
+
+def fill_weights(build, payload: dict, path: str | os.PathLike, described: str):
+    """``build()`` (the network its payload describes) with the payload's state dict loaded strictly, in eval
+    mode; a mismatch is a :class:`CheckpointError` saying it ``does not fit its {described}``."""
+    try:
+        model = build()
+        model.load_state_dict(payload["state_dict"], strict=True)
+    except (RuntimeError, TypeError, KeyError, ValueError) as exc:
+        raise CheckpointError(Path(path), f"does not fit its {described}: {str(exc)[:300]}") from None
+    return model.eval()
+
+
 def load_checkpoint(path: str | os.PathLike):
     """(model in eval mode, spec, payload) from a checkpoint; :class:`CheckpointError` if unusable.
 
@@ -41,23 +69,12 @@ def load_checkpoint(path: str | os.PathLike):
     """
     p = Path(path)
     try:
-        import torch
+        import torch  # noqa: F401  (a missing torch is named here, not deep in a step)
     except ImportError as exc:
         raise CheckpointError(p, f"cannot be loaded: torch is not installed ({exc}); install torch or use "
                                  "L.A.Cosmic (method=lacosmic)") from None
-    if not p.is_file():
-        raise CheckpointError(p, "no such checkpoint file (train one with the cr_model asset, or use LA-Cosmic)")
-    try:
-        payload = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same problem for the user
-        raise CheckpointError(p, f"cannot be read as a weights-only torch checkpoint ({type(exc).__name__}: {exc})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT or "state_dict" not in payload:
-        raise CheckpointError(p, f"is not an AstrID 2-D CR checkpoint (expected format {FORMAT!r})")
-    try:
-        spec = ModelSpec.from_dict(payload["spec"])
-        model = build_model(spec)
-        model.load_state_dict(payload["state_dict"], strict=True)
-    except (RuntimeError, TypeError, KeyError, ValueError) as exc:
-        raise CheckpointError(p, f"does not fit its model spec {payload.get('spec')}: {str(exc)[:300]}") from None
-    model.eval()
-    return model, spec, payload
+    payload = read_payload(p, FORMAT, "2-D CR",
+                           "no such checkpoint file (train one with the cr_model asset, or use LA-Cosmic)")
+    model = fill_weights(lambda: build_model(ModelSpec.from_dict(payload["spec"])), payload, p,
+                         f"model spec {payload.get('spec')}")
+    return model, ModelSpec.from_dict(payload["spec"]), payload

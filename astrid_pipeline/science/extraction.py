@@ -15,12 +15,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 
 from astrid_pipeline.science.background import as_sep_array
+from astrid_pipeline.setting import setting
 
 if TYPE_CHECKING:  # for annotations only: definition loading stays light
     import pandas as pd
@@ -42,40 +43,36 @@ class CandidateFlag(enum.IntFlag):
 FLAG_DESCRIPTION = "; ".join(f"{f.value}={f.name.lower()}" for f in CandidateFlag)
 
 
-def _d(default, description: str):
-    return field(default=default, metadata={"description": description})
-
-
 @dataclass
 class ExtractionConfig:
     """Settings of candidate extraction on S_corr and of the artifact flags."""
 
-    threshold: float = _d(5.0, "|S_corr| peak a candidate needs (sigma)")
-    segment_fraction: float = _d(0.75, "segmentation threshold as a fraction of threshold")
-    minarea: int = _d(3, "pixels a segment needs")
-    edge_margin: Optional[int] = _d(None, "pixels from the image border flagged EDGE; None = half the PSF stamp, "
+    threshold: float = setting(5.0, "|S_corr| peak a candidate needs (sigma)")
+    segment_fraction: float = setting(0.75, "segmentation threshold as a fraction of threshold")
+    minarea: int = setting(3, "pixels a segment needs")
+    edge_margin: Optional[int] = setting(None, "pixels from the image border flagged EDGE; None = half the PSF stamp, "
                                           "at least 10 (the FFT's periodic border)")
-    edge_radius_fwhm: float = _d(2.0, "EDGE when no-data (outside the reference footprint, or the science "
+    edge_radius_fwhm: float = setting(2.0, "EDGE when no-data (outside the reference footprint, or the science "
                                       "image's empty border) is within this many science FWHM")
-    dipole_radius_fwhm: float = _d(2.5, "radius (FWHM) searched for an opposite-sign lobe")
-    dipole_ratio: float = _d(0.3, "DIPOLE when the opposite lobe reaches this fraction of |S/N| ...")
-    dipole_min_sigma: float = _d(4.0, "... and at least this many sigma")
-    bright_ratio: float = _d(0.05, "BRIGHT_STAR when |change| / reference flux is below this ...")
-    bright_min_snr: float = _d(50.0, "... and the reference source is this significant")
-    bright_radius_fwhm: float = _d(2.0, "the reference source is the brightest PSF flux within this many FWHM (a "
+    dipole_radius_fwhm: float = setting(2.5, "radius (FWHM) searched for an opposite-sign lobe")
+    dipole_ratio: float = setting(0.3, "DIPOLE when the opposite lobe reaches this fraction of |S/N| ...")
+    dipole_min_sigma: float = setting(4.0, "... and at least this many sigma")
+    bright_ratio: float = setting(0.05, "BRIGHT_STAR when |change| / reference flux is below this ...")
+    bright_min_snr: float = setting(50.0, "... and the reference source is this significant")
+    bright_radius_fwhm: float = setting(2.0, "the reference source is the brightest PSF flux within this many FWHM (a "
                                         "PSF-mismatch residual sits on the star's wing, not its centre)")
-    saturation_radius_fwhm: float = _d(2.0, "SATURATED when a saturated pixel is within this many FWHM")
-    bad_radius_fwhm: float = _d(1.5, "BAD_PIXEL when a masked pixel is within this many FWHM")
-    sharp_ratio: float = _d(0.5, "SHARP needs the neighbour ratio below this fraction of the PSF's ...")
-    sharp_nsigma: float = _d(4.0, "... and below the PSF's by this many standard errors of the ratio (noise of "
+    saturation_radius_fwhm: float = setting(2.0, "SATURATED when a saturated pixel is within this many FWHM")
+    bad_radius_fwhm: float = setting(1.5, "BAD_PIXEL when a masked pixel is within this many FWHM")
+    sharp_ratio: float = setting(0.5, "SHARP needs the neighbour ratio below this fraction of the PSF's ...")
+    sharp_nsigma: float = setting(4.0, "... and below the PSF's by this many standard errors of the ratio (noise of "
                                   "the peak and its neighbours; 1 of the 4 covers taking the minimum of 4 directions)")
-    narrow_ratio: float = _d(0.6, "SHARP (a track) when the minor-axis width is below this fraction of the PSF "
+    narrow_ratio: float = setting(0.6, "SHARP (a track) when the minor-axis width is below this fraction of the PSF "
                                   "of D's ...")
-    narrow_min_snr: float = _d(10.0, "... for candidates bright enough for a stable width")
-    hole_nsigma: float = _d(3.0, "HOLE when a brightening's reference PSF flux is below -this x its error (the "
+    narrow_min_snr: float = setting(10.0, "... for candidates bright enough for a stable width")
+    hole_nsigma: float = setting(3.0, "HOLE when a brightening's reference PSF flux is below -this x its error (the "
                                  "reference dips below its sky: over-subtraction, a masked or interpolated patch), "
                                  "or a fading's science flux (reference + change) is below -this x the change's error")
-    hole_fraction: float = _d(0.5, "... and that dip makes up at least this fraction of the change (a real source "
+    hole_fraction: float = setting(0.5, "... and that dip makes up at least this fraction of the change (a real source "
                                    "on a slightly low patch of sky is not flagged)")
 
 

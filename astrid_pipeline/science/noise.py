@@ -46,6 +46,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from astrid_pipeline.science.stats import psf_sigma, robust_std  # noqa: F401 (psf_sigma re-exported)
+from astrid_pipeline.setting import setting
 
 log = logging.getLogger(__name__)
 
@@ -64,21 +65,17 @@ COUNTS, ELECTRONS, SURFACE_BRIGHTNESS, FLUX_DENSITY, FLAM, UNKNOWN = (
     "counts", "electrons", "surface_brightness", "flux_density", "flam", "unknown")
 
 
-def _d(default, description: str):
-    return field(default=default, metadata={"description": description})
-
-
 @dataclass
 class NoiseSettings:
     """How the noise model is read (per-epoch image options override the extension names, bunit and gain)."""
 
-    error_ext: str = _d("", "extension with the 1-sigma uncertainty; empty = try ERR, ERROR, SIGMA, ...")
-    variance_ext: str = _d("", "extension with the variance; empty = try VAR, VARIANCE, VAR_POISSON+VAR_RNOISE")
-    weight_ext: str = _d("", "extension with an inverse-variance weight; empty = try IVAR, then WHT (relative)")
-    bunit: str = _d("", "pixel units when the header lacks or misstates BUNIT; empty = the header's")
-    gain: float = _d(0.0, "electrons per data unit; 0 = read it from the header, the error map or the data")
-    blank_nsigma: float = _d(2.0, "pixels of sources above this many sigma (after smoothing) are not blank sky")
-    max_pixels: int = _d(2_000_000, "noise statistics use at most this many pixels (a central cut-out)")
+    error_ext: str = setting("", "extension with the 1-sigma uncertainty; empty = try ERR, ERROR, SIGMA, ...")
+    variance_ext: str = setting("", "extension with the variance; empty = try VAR, VARIANCE, VAR_POISSON+VAR_RNOISE")
+    weight_ext: str = setting("", "extension with an inverse-variance weight; empty = try IVAR, then WHT (relative)")
+    bunit: str = setting("", "pixel units when the header lacks or misstates BUNIT; empty = the header's")
+    gain: float = setting(0.0, "electrons per data unit; 0 = read it from the header, the error map or the data")
+    blank_nsigma: float = setting(2.0, "pixels of sources above this many sigma (after smoothing) are not blank sky")
+    max_pixels: int = setting(2_000_000, "noise statistics use at most this many pixels (a central cut-out)")
 
 
 # --------------------------------------------------------------------------- units

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from astrid_pipeline.science.stats import clipped_std, psf_sigma, robust_std  # noqa: F401 (re-exported)
+from astrid_pipeline.setting import setting
 
 _EPS = 1e-12
 
@@ -367,21 +368,17 @@ def source_variance(image: np.ndarray, psf: np.ndarray, gain: float | None, sigm
 
 
 # --------------------------------------------------------------------------- S_corr normalisation
-def _d(default, description: str):
-    return field(default=default, metadata={"description": description})
-
-
 @dataclass
 class ScorrNormSettings:
     """Empirical normalisation of S_corr on source-free pixels (correlated noise of resampled images)."""
 
-    enabled: bool = _d(True, "divide S_corr (and multiply the flux errors) by its robust std on source-free pixels")
-    block: int = _d(0, "side (pix) of the checkerboard blocks; the normalisation uses one colour, the other is "
+    enabled: bool = setting(True, "divide S_corr (and multiply the flux errors) by its robust std on source-free pixels")
+    block: int = setting(0, "side (pix) of the checkerboard blocks; the normalisation uses one colour, the other is "
                        "held out for the check; 0 = 3 x the FWHM of the PSF of D (at least 16)")
-    tile: int = _d(0, "side (pix) of the tiles of a spatially varying factor; 0 = automatic (enough independent "
+    tile: int = setting(0, "side (pix) of the tiles of a spatially varying factor; 0 = automatic (enough independent "
                       "samples per tile), -1 = one global factor")
-    min_samples: int = _d(300, "independent samples (areas of the PSF of D) each tile needs")
-    source_nsigma: float = _d(4.0, "|S_corr| (in units of its first-pass std) above which pixels are masked with "
+    min_samples: int = setting(300, "independent samples (areas of the PSF of D) each tile needs")
+    source_nsigma: float = setting(4.0, "|S_corr| (in units of its first-pass std) above which pixels are masked with "
                                    "their neighbourhood before the noise is measured")
 
 

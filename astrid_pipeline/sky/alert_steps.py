@@ -15,8 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 if TYPE_CHECKING:
     from astrid_pipeline.layout import DataLayout
     from astrid_pipeline.sky.products import StepResult
@@ -41,8 +39,6 @@ class ScoreSettings:
 
 def scores(layout: DataLayout, region: str, settings: ScoreSettings | None = None) -> StepResult:
     """Score every candidate of ``region`` and write ``candidate_scores`` and the ds9 region file."""
-    import h5py
-
     from astrid_pipeline.io.parquet_io import read_partitioned, write_partitioned
     from astrid_pipeline.io.regions_ds9 import write_ds9_regions
     from astrid_pipeline.ml.realbogus.score import (
@@ -51,21 +47,11 @@ def scores(layout: DataLayout, region: str, settings: ScoreSettings | None = Non
         load_realbogus,
         score_summary,
     )
-    from astrid_pipeline.sky.products import StepResult
+    from astrid_pipeline.sky.products import StepResult, read_triplets
 
     settings = settings or ScoreSettings()
     cands = read_partitioned(layout.root, "candidates", {"region": region})
-    with h5py.File(layout.triplets(region), "r") as f:
-        trip = np.asarray(f["triplets"], dtype=np.float32)
-        ids = np.asarray(f["metadata/candidate_id"], dtype=np.int64)
-    order = {int(c): k for k, c in enumerate(ids)}
-    missing = [int(c) for c in cands["candidate_id"] if int(c) not in order]
-    if missing:
-        from astrid_pipeline.errors import InputFileError
-
-        raise InputFileError(layout.triplets(region), f"has no triplet for candidates {missing[:10]} of region "
-                                                      f"{region!r}: re-run the triplets step")
-    trip = trip[[order[int(c)] for c in cands["candidate_id"]]] if len(cands) else trip[:0]
+    trip = read_triplets(layout, region, cands["candidate_id"])
     model, payload = load_realbogus(settings.model or None)
     types = tuple(payload.get("types") or ())
     table = candidate_scores(trip, cands, model=(model, payload), region=region, tta=settings.tta)

@@ -18,12 +18,9 @@ def run_sky_chain(pair, region: str, workdir: str | os.PathLike, stamp_size: int
     and the sky branch's data layout: :func:`astrid_pipeline.sky.runner.run_pair` on a
     :class:`~astrid_pipeline.layout.DataLayout` rooted at ``workdir``.
     """
-    import h5py
-
-    from astrid_pipeline.io.fits_io import open_fits
     from astrid_pipeline.io.parquet_io import read_partitioned
     from astrid_pipeline.layout import DataLayout
-    from astrid_pipeline.sky import runner
+    from astrid_pipeline.sky import products, runner
     from astrid_pipeline.sky import steps as sky
 
     layout = DataLayout(Path(workdir))
@@ -31,18 +28,10 @@ def run_sky_chain(pair, region: str, workdir: str | os.PathLike, stamp_size: int
     if stamp_size != 63:
         sky.triplets(layout, region, size=stamp_size)
     cands = read_partitioned(layout.root, "candidates", {"region": region})
-    with h5py.File(layout.triplets(region), "r") as f:
-        trip = np.asarray(f["triplets"], dtype=np.float32)
-        ids = np.asarray(f["metadata/candidate_id"])
-    order = {int(c): k for k, c in enumerate(ids)}
-    trip = trip[[order[int(c)] for c in cands["candidate_id"]]] if len(cands) else trip
+    trip = products.read_triplets(layout, region, cands["candidate_id"])
 
-    def ext(path, name=0):
-        h = open_fits(path)
-        try:
-            return np.array(h[name].data, dtype=np.float32)
-        finally:
-            h.close()
+    def ext(path, name="PRIMARY"):
+        return products.read_ext(path, name).astype(np.float32)
 
     zp = layout.difference(region, "zogy")
     return ChainProducts(cands, trip, ext(layout.normalized_image(region, "science")),

@@ -265,6 +265,24 @@ def read_normalized(layout: DataLayout, region: str):
     return N, R, hdr
 
 
+def read_triplets(layout: DataLayout, region: str, candidate_ids) -> np.ndarray:
+    """The region's cutout triplets (N, 3, S, S) float32 in the order of ``candidate_ids``; an
+    :class:`~astrid_pipeline.errors.InputFileError` naming the file when a candidate has no triplet."""
+    import h5py
+
+    path = layout.triplets(region)
+    with h5py.File(path, "r") as f:
+        trip = np.asarray(f["triplets"], dtype=np.float32)
+        ids = np.asarray(f["metadata/candidate_id"], dtype=np.int64)
+    order = {int(c): k for k, c in enumerate(ids)}
+    wanted = [int(c) for c in candidate_ids]
+    missing = [c for c in wanted if c not in order]
+    if missing:
+        raise InputFileError(path, f"has no triplet for candidates {missing[:10]} of region {region!r}: re-run "
+                                   "the triplets step")
+    return trip[[order[c] for c in wanted]] if wanted else trip[:0]
+
+
 def product_paths(layout, region: str, asset_key: str) -> list[Path]:
     """Every file or folder under the data root that holds ``asset_key`` for ``region``."""
     raw = layout.raw_image(region, "science").parent

@@ -14,27 +14,24 @@ from astrid_pipeline.science.noise import NoiseSettings
 from astrid_pipeline.science.psf import PSFConfig
 from astrid_pipeline.science.threads import ThreadSettings
 from astrid_pipeline.science.zogy import ScorrNormSettings
+from astrid_pipeline.setting import setting
 from astrid_pipeline.sky.alert_steps import ScoreSettings
-
-
-def _d(default, description: str, **kw):
-    return field(default=default, metadata={"description": description}, **kw)
 
 
 @dataclass
 class AlignSettings:
     """Resampling of the reference onto the science grid."""
 
-    order: str = _d("bicubic", "interpolation: bilinear, biquadratic or bicubic")
-    refine: bool = _d(True, "remove a residual offset measured on matched stars")
+    order: str = setting("bicubic", "interpolation: bilinear, biquadratic or bicubic")
+    refine: bool = setting(True, "remove a residual offset measured on matched stars")
 
 
 @dataclass
 class ZogySettings:
     """ZOGY differencing."""
 
-    source_noise: bool = _d(True, "include source Poisson noise in S_corr")
-    astrometric_noise: bool = _d(True, "include registration noise in S_corr")
+    source_noise: bool = setting(True, "include source Poisson noise in S_corr")
+    astrometric_noise: bool = setting(True, "include registration noise in S_corr")
     normalization: ScorrNormSettings = field(default_factory=ScorrNormSettings, metadata={
         "description": "empirical normalisation of S_corr on source-free pixels"})
 
@@ -43,22 +40,22 @@ class ZogySettings:
 class TripletSettings:
     """Cutout triplets around each candidate."""
 
-    size: int = _d(63, "cutout side in pixels (ZTF alerts use 63)")
-    difference: str = _d("zogy", "difference plane: zogy (D) or classic")
+    size: int = setting(63, "cutout side in pixels (ZTF alerts use 63)")
+    difference: str = setting("zogy", "difference plane: zogy (D) or classic")
 
 
 @dataclass
 class QASettings:
     """Bounds of the sky branch's asset checks."""
 
-    max_residual_px: float = _d(0.2, "alignment_residual: largest acceptable matched-star offset (pix)")
-    max_scorr_deviation: float = _d(0.1, "scorr_unit_variance: largest |std(S_corr) - 1| on held-out blank pixels")
-    min_scorr_norm: float = _d(0.5, "scorr_unit_variance: smallest acceptable S_corr normalisation factor")
-    max_scorr_norm: float = _d(4.0, "scorr_unit_variance: largest acceptable S_corr normalisation factor")
-    max_cr_pixel_fraction: float = _d(0.01, "cr_fraction_plausible: largest fraction of pixels masked as CRs")
-    min_completeness: float = _d(0.95, "injected_transient_recovery: recovery of injected S/N >= 6 transients (or "
+    max_residual_px: float = setting(0.2, "alignment_residual: largest acceptable matched-star offset (pix)")
+    max_scorr_deviation: float = setting(0.1, "scorr_unit_variance: largest |std(S_corr) - 1| on held-out blank pixels")
+    min_scorr_norm: float = setting(0.5, "scorr_unit_variance: smallest acceptable S_corr normalisation factor")
+    max_scorr_norm: float = setting(4.0, "scorr_unit_variance: largest acceptable S_corr normalisation factor")
+    max_cr_pixel_fraction: float = setting(0.01, "cr_fraction_plausible: largest fraction of pixels masked as CRs")
+    min_completeness: float = setting(0.95, "injected_transient_recovery: recovery of injected S/N >= 6 transients (or "
                                                       "what their S/N allows, less two binomial sigmas, if lower)")
-    max_false_per_mpix: float = _d(1.0, "injected_transient_recovery: clean false candidates per 10^6 pixels")
+    max_false_per_mpix: float = setting(1.0, "injected_transient_recovery: clean false candidates per 10^6 pixels")
 
 
 @dataclass

@@ -60,33 +60,30 @@ import pandas as pd
 
 from astrid_pipeline.errors import ConfigError
 from astrid_pipeline.ml.realbogus.dataset import ALL_TYPES, BOGUS_TYPES, COLUMNS, REAL_TYPES, summarize_table
+from astrid_pipeline.setting import setting
 
-
-
-def _d(default, description: str):
-    return field(default=default, metadata={"description": description})
 
 
 @dataclass
 class TripletSetConfig:
     """How the real/bogus triplet set is simulated (every field is a setting of the training-set asset)."""
 
-    n_regions: int = _d(300, "simulated regions (each one sky field, its transients and perturbations)")
-    seed: int = _d(1, "seed of everything: positions, survey parameters, perturbations, splits")
-    val_fraction: float = _d(0.15, "share of regions in the validation split")
-    test_fraction: float = _d(0.0, "share of regions in the test split (1.0: a pure test set from an unseen seed)")
-    image_size: int = _d(256, "side of each simulated region (px)")
-    stamp_size: int = _d(63, "triplet side (px), as ZTF's alert stamps")
-    p_science_crs: float = _d(0.6, "probability that a region's science exposure gets extra cosmic rays")
-    p_template_crs: float = _d(0.5, "probability of cosmic rays in the template")
-    p_bad_pixels: float = _d(0.5, "probability of unmasked bad columns and hot pixels")
-    p_saturation: float = _d(0.4, "probability of a low saturation level")
-    p_psf_variation: float = _d(0.35, "probability of a blurred part of the science exposure")
-    p_astrometry: float = _d(0.35, "probability of a wrong template WCS (rotation and shift)")
-    p_misregistration: float = _d(0.0, "probability of a sub-pixel shift of part of the template")
-    max_noise_peaks: int = _d(4, "S_corr noise peaks kept per region")
-    border: int = _d(4, "candidates closer than this to the image border are dropped (stamps mostly outside)")
-    keep_workdirs: bool = _d(False, "keep each region's sky-branch products (debugging)")
+    n_regions: int = setting(300, "simulated regions (each one sky field, its transients and perturbations)")
+    seed: int = setting(1, "seed of everything: positions, survey parameters, perturbations, splits")
+    val_fraction: float = setting(0.15, "share of regions in the validation split")
+    test_fraction: float = setting(0.0, "share of regions in the test split (1.0: a pure test set from an unseen seed)")
+    image_size: int = setting(256, "side of each simulated region (px)")
+    stamp_size: int = setting(63, "triplet side (px), as ZTF's alert stamps")
+    p_science_crs: float = setting(0.6, "probability that a region's science exposure gets extra cosmic rays")
+    p_template_crs: float = setting(0.5, "probability of cosmic rays in the template")
+    p_bad_pixels: float = setting(0.5, "probability of unmasked bad columns and hot pixels")
+    p_saturation: float = setting(0.4, "probability of a low saturation level")
+    p_psf_variation: float = setting(0.35, "probability of a blurred part of the science exposure")
+    p_astrometry: float = setting(0.35, "probability of a wrong template WCS (rotation and shift)")
+    p_misregistration: float = setting(0.0, "probability of a sub-pixel shift of part of the template")
+    max_noise_peaks: int = setting(4, "S_corr noise peaks kept per region")
+    border: int = setting(4, "candidates closer than this to the image border are dropped (stamps mostly outside)")
+    keep_workdirs: bool = setting(False, "keep each region's sky-branch products (debugging)")
 
     def validate(self) -> "TripletSetConfig":
         if self.n_regions < 1:

@@ -20,7 +20,6 @@ from typing import Callable
 
 import numpy as np
 
-from astrid_pipeline.ml.errors import CheckpointError
 
 from .features import difference_features
 
@@ -43,28 +42,18 @@ def load_unet(path: str | os.PathLike, device: str = "auto"):
     only, never pickled code); :class:`~astrid_pipeline.ml.errors.CheckpointError`
     names the file when it is missing, unreadable or another network.
     """
-    import torch
+    from astrid_pipeline.ml.checkpoint import fill_weights, read_payload
 
     from .model import UNet3D, UNet3DSpec
     from .train import FORMAT, pick_device
 
     p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(p, "no such U-Net checkpoint (train one with `astrid-ramps train`, or use the rules)")
-    try:
-        payload = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same problem for the user
-        raise CheckpointError(p, f"cannot be read as a weights-only torch checkpoint ({type(exc).__name__}: {exc})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT or "state_dict" not in payload:
-        raise CheckpointError(p, f"is not an AstrID ramp U-Net checkpoint (expected format {FORMAT!r})")
-    try:
-        spec = UNet3DSpec.from_dict(payload["spec"])
-        model = UNet3D(spec)
-        model.load_state_dict(payload["state_dict"], strict=True)
-    except (RuntimeError, TypeError, KeyError, ValueError) as exc:
-        raise CheckpointError(p, f"does not fit its network spec {payload.get('spec')}: {str(exc)[:300]}") from None
+    payload = read_payload(p, FORMAT, "ramp U-Net",
+                           "no such U-Net checkpoint (train one with `astrid-ramps train`, or use the rules)")
+    model = fill_weights(lambda: UNet3D(UNet3DSpec.from_dict(payload["spec"])), payload, p,
+                         f"network spec {payload.get('spec')}")
     model.to(pick_device(device)).eval()
-    return model, spec, payload
+    return model, UNet3DSpec.from_dict(payload["spec"]), payload
 
 
 def predict_ramp(prep, model, *, tile: int = 192, halo: int = 24, threads: int = 0,

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from astrid_pipeline.science.ramps.config import DetectionConfig
+from astrid_pipeline.setting import setting
 
 from .hybrid import HybridConfig
 
@@ -129,19 +130,15 @@ def partition_keys(config_paths: Iterable[str | os.PathLike]) -> dict:
 
 
 # --------------------------------------------------------------------------- settings of the detector assets
-def _d(default, description: str, **kw):
-    return field(default=default, metadata={"description": description}, **kw)
-
-
 @dataclass
 class RampSimulationSettings:
     """Which simulation configuration an exposure is made with (the YAML holds ohana's creator-config keys)."""
 
-    preset: str = _d("", "detector preset (h2rg, roman, nircam) or a simulation YAML path; empty = "
+    preset: str = setting("", "detector preset (h2rg, roman, nircam) or a simulation YAML path; empty = "
                          "$ASTRID_RAMP_CONFIG or the packaged default")
-    image_shape: tuple[int, ...] = _d((), "override [rows, cols], e.g. [2048, 2048] for full frames")
-    num_frames: int = _d(0, "override the number of reads (0 = from the configuration)")
-    seed: int = _d(-1, "override the seed (-1 = from the configuration)")
+    image_shape: tuple[int, ...] = setting((), "override [rows, cols], e.g. [2048, 2048] for full frames")
+    num_frames: int = setting(0, "override the number of reads (0 = from the configuration)")
+    seed: int = setting(-1, "override the seed (-1 = from the configuration)")
 
     def overrides(self) -> dict:
         out = {}
@@ -168,16 +165,16 @@ class RampDetectionSettings:
         "description": "rule-based detector thresholds (ohana's DetectorConfig names)"})
     hybrid: HybridConfig = field(default_factory=HybridConfig,
                                  metadata={"description": "how the 3D U-Net extends the rules' detections"})
-    model: str = _d("shipped", "3D U-Net of the hybrid: shipped (packaged weights), trained (the ramp_unet3d "
+    model: str = setting("shipped", "3D U-Net of the hybrid: shipped (packaged weights), trained (the ramp_unet3d "
                                "asset's checkpoint), none (rules alone) or a checkpoint path")
-    groupdq: bool = _d(True, "also write groupdq.fits: the jump flags as a JWST GROUPDQ (JUMP_DET) for stcal's ramp fit")
+    groupdq: bool = setting(True, "also write groupdq.fits: the jump flags as a JWST GROUPDQ (JUMP_DET) for stcal's ramp fit")
 
 
 @dataclass
 class RampTrainingSetSettings:
     """Temporal patches for the 3D U-Net (ohana's create-training: --start_index, --end_index)."""
 
-    preset: str = _d("h2rg", "detector preset or simulation YAML the patches are simulated with")
-    start_index: int = _d(0, "first exposure index")
-    end_index: int = _d(3, "last exposure index (inclusive)")
-    t_max: int = _d(32, "reads kept per patch (longer ramps are subsampled)")
+    preset: str = setting("h2rg", "detector preset or simulation YAML the patches are simulated with")
+    start_index: int = setting(0, "first exposure index")
+    end_index: int = setting(3, "last exposure index (inclusive)")
+    t_max: int = setting(32, "reads kept per patch (longer ramps are subsampled)")

@@ -12,27 +12,25 @@ Imports torch at module level: import it inside functions.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
-
-def _d(default, description: str):
-    return field(default=default, metadata={"description": description})
+from astrid_pipeline.setting import setting
 
 
 @dataclass
 class RBModelConfig:
     """Shape of the network (stored in every checkpoint)."""
 
-    channels: tuple = _d((16, 32, 64), "channels of the three convolution blocks")
-    dense: int = _d(32, "units of the dense layer")
-    pool: int = _d(3, "side of the adaptive average pool before the dense layer")
-    dropout_conv: float = _d(0.1, "dropout after each convolution block")
-    batchnorm: bool = _d(True, "batch normalisation after each convolution")
-    dropout_dense: float = _d(0.5, "dropout after the dense layer")
-    n_types: int = _d(5, "real types of the type head")
+    channels: tuple = setting((16, 32, 64), "channels of the three convolution blocks")
+    dense: int = setting(32, "units of the dense layer")
+    pool: int = setting(3, "side of the adaptive average pool before the dense layer")
+    dropout_conv: float = setting(0.1, "dropout after each convolution block")
+    batchnorm: bool = setting(True, "batch normalisation after each convolution")
+    dropout_dense: float = setting(0.5, "dropout after the dense layer")
+    n_types: int = setting(5, "real types of the type head")
 
     def as_dict(self) -> dict:
         d = asdict(self)

@@ -44,25 +44,15 @@ def save_realbogus(path: str | os.PathLike, model, *, types, threshold: float, s
 
 def load_realbogus(path: str | os.PathLike | None = None):
     """(model in eval mode, payload) of a real/bogus checkpoint (default: the shipped weights)."""
-    import torch
+    from astrid_pipeline.ml.checkpoint import fill_weights, read_payload
 
     from .model import RBModelConfig, RealBogusNet
 
     p = Path(path) if path is not None else SHIPPED
-    if not p.is_file():
-        raise CheckpointError(p, "no such real/bogus checkpoint (train one with astrid_pipeline.sky.realbogus_ship)")
-    try:
-        payload = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same problem for the user
-        raise CheckpointError(p, f"cannot be read as a weights-only torch checkpoint ({type(exc).__name__}: {exc})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(p, f"is not an AstrID real/bogus checkpoint (expected format {FORMAT!r})")
-    try:
-        model = RealBogusNet(RBModelConfig.from_dict(payload["config"]))
-        model.load_state_dict(payload["state_dict"], strict=True)
-    except (RuntimeError, TypeError, KeyError, ValueError) as exc:
-        raise CheckpointError(p, f"does not fit its model configuration: {str(exc)[:300]}") from None
-    model.eval()
+    payload = read_payload(p, FORMAT, "real/bogus",
+                           "no such real/bogus checkpoint (train one with astrid_pipeline.sky.realbogus_ship)", keys=())
+    model = fill_weights(lambda: RealBogusNet(RBModelConfig.from_dict(payload["config"])), payload, p,
+                         "model configuration")
     payload = dict(payload)
     payload["path"] = str(p)
     return model, payload

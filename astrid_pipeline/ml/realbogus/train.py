@@ -23,35 +23,32 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from astrid_pipeline.errors import ConfigError
-
-
-def _d(default, description: str):
-    return field(default=default, metadata={"description": description})
+from astrid_pipeline.setting import setting
 
 
 @dataclass
 class RBTrainConfig:
     """How the real/bogus network is trained (every field is a setting of the training asset)."""
 
-    epochs: int = _d(30, "maximum number of epochs")
-    batch_size: int = _d(64, "triplets per batch")
-    lr: float = _d(1e-3, "Adam learning rate")
-    weight_decay: float = _d(1e-4, "Adam weight decay")
-    type_weight: float = _d(0.3, "weight of the type-head cross-entropy (reals only)")
-    seed: int = _d(0, "weight init, batch order and augmentation seed")
-    plateau_patience: int = _d(3, "epochs without validation-loss gain before the LR drops")
-    plateau_factor: float = _d(0.3, "LR multiplier on a plateau")
-    augment: bool = _d(True, "random rotations by 90 degrees and flips")
-    threads: int = _d(1, "torch CPU threads (0 = torch default)")
-    cpu_budget_s: float = _d(0.0, "stop after the epoch that reaches this many CPU seconds (0 = no budget)")
-    exclude_near_real_px: float = _d(8.0, "leave out bogus within this many px of a real candidate (duplicates)")
-    max_train: int = _d(0, "use at most this many training triplets (0 = all; for quick experiments)")
+    epochs: int = setting(30, "maximum number of epochs")
+    batch_size: int = setting(64, "triplets per batch")
+    lr: float = setting(1e-3, "Adam learning rate")
+    weight_decay: float = setting(1e-4, "Adam weight decay")
+    type_weight: float = setting(0.3, "weight of the type-head cross-entropy (reals only)")
+    seed: int = setting(0, "weight init, batch order and augmentation seed")
+    plateau_patience: int = setting(3, "epochs without validation-loss gain before the LR drops")
+    plateau_factor: float = setting(0.3, "LR multiplier on a plateau")
+    augment: bool = setting(True, "random rotations by 90 degrees and flips")
+    threads: int = setting(1, "torch CPU threads (0 = torch default)")
+    cpu_budget_s: float = setting(0.0, "stop after the epoch that reaches this many CPU seconds (0 = no budget)")
+    exclude_near_real_px: float = setting(8.0, "leave out bogus within this many px of a real candidate (duplicates)")
+    max_train: int = setting(0, "use at most this many training triplets (0 = all; for quick experiments)")
 
     def validate(self) -> "RBTrainConfig":
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0 or self.type_weight < 0:

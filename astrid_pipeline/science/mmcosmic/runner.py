@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from astrid_pipeline.io.fits_io import open_fits
+from astrid_pipeline.io.fits_io import inherit_primary_keywords, open_fits
 
 from .errors import MissingExtensionError, ShapeMismatchError, StackError
 from .outputs import write_folder, write_into
@@ -60,10 +60,7 @@ def read_header(path: str | os.PathLike, extnum: int | str = 0):
             raise MissingExtensionError(path, f"has no extension {extnum!r}") from None
         hdr = hdu.header.copy()
         if hdu is not hdul[0]:
-            for card in hdul[0].header.cards:
-                if card.keyword not in hdr and card.keyword not in ("", "COMMENT", "HISTORY") \
-                        and not card.keyword.startswith(("NAXIS", "BITPIX", "SIMPLE", "EXTEND")):
-                    hdr[card.keyword] = (card.value, card.comment)
+            inherit_primary_keywords(hdr, hdul[0].header)
         return hdr
     finally:
         hdul.close()
